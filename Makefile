@@ -1,0 +1,33 @@
+# Two entry points for a newcomer: `make demo` and `make test`. Both build .venv first.
+# CPU torch by default; a CUDA user overrides it, e.g.
+#   make demo TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint bench-quick clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/vae-anomaly demo
+
+test: $(STAMP)
+	$(BIN)/ruff check model service training tests bench
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check model service training tests bench
+	$(BIN)/ruff format --check model service training tests bench
+
+clean:
+	rm -rf $(VENV) models/demo data/demo.csv .pytest_cache

@@ -1,0 +1,231 @@
+"""`Detector`: a loaded model ready to score, reconstruct, sample and encode.
+
+It ties the artifact's parts together (schema, codec, network, scoring config, thresholds) and is
+what the CLI, the service and the benchmarks hold. Scoring large inputs runs in fixed-size chunks so
+memory stays bounded whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.artifact import Manifest, load_artifact, save_artifact
+from model.errors import ArtifactError
+from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns, records_to_columns
+from model.scoring import ScoreTerms, ScoringConfig, concat_terms, posterior_noise, score_batch
+from model.thresholds import ThresholdSet, p_values, sort_calibration
+from model.vae import TabularVAE
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' → CUDA when available, else CPU; 'cuda' without CUDA is an error, not a silent CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ArtifactError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def score_columns(
+    vae: TabularVAE, codec: TabularCodec, columns: Columns, noise: torch.Tensor, scoring: ScoringConfig
+) -> ScoreTerms:
+    """Encode checked columns and score them in chunks of `scoring.chunk_size` records."""
+    batch: EncodedBatch = codec.encode(columns)
+    device = noise.device
+    parts = [
+        score_batch(vae, codec, batch.slice(start, start + scoring.chunk_size).to(device), noise, scoring.method)
+        for start in range(0, len(batch), scoring.chunk_size)
+    ]
+    return concat_terms(parts)
+
+
+@dataclass
+class ScoreBatch:
+    """Scores of B records plus what is needed to explain them."""
+
+    terms: ScoreTerms
+    p_value: np.ndarray  # (B,)
+    exceeded: np.ndarray  # (B, T) bool, T = thresholds.names
+    missing: np.ndarray  # (B, F) bool
+    columns: Columns
+    thresholds: ThresholdSet
+
+    def __len__(self) -> int:
+        return self.terms.score.shape[0]
+
+
+class Detector:
+    """A trained VAE with its codec, scoring configuration and thresholds."""
+
+    def __init__(self, manifest: Manifest, vae: TabularVAE, device: torch.device):
+        self.manifest = manifest
+        self.vae = vae.to(device).eval()
+        self.device = device
+        self.schema = manifest.feature_schema
+        self.codec = TabularCodec(self.schema, manifest.preprocessing)
+        scoring = manifest.scoring
+        self.noise = posterior_noise(scoring.n_samples, manifest.network.latent_dim, scoring.seed).to(device)
+        self.thresholds = ThresholdSet(
+            sort_calibration(manifest.calibration_scores), dict(manifest.thresholds), manifest.active_threshold
+        )
+
+    def save(self, directory: Path) -> Manifest:
+        """Write this detector as an artifact directory; its manifest gains the real model id."""
+        fields = self.manifest.model_dump(by_alias=True, exclude={"model_id", "weights_sha256", "library_versions"})
+        fields["thresholds"] = self.thresholds.thresholds
+        fields["active_threshold"] = self.thresholds.active
+        self.manifest = save_artifact(directory, fields, self.vae.state_dict())
+        return self.manifest
+
+    @classmethod
+    def load(cls, directory: Path, device: str = "auto") -> Detector:
+        """Load an artifact directory; raises `ArtifactError` on anything missing or altered."""
+        manifest, tensors = load_artifact(directory)
+        vae = TabularVAE(manifest.network)
+        try:
+            vae.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise ArtifactError(
+                f"{Path(directory) / 'weights.safetensors'}: weights do not fit the manifest's network: {exc}"
+            ) from exc
+        return cls(manifest, vae, resolve_device(device))
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def columns_from_records(self, records: Sequence[object]) -> Columns:
+        return records_to_columns(self.schema, records)
+
+    def columns_from_table(self, columns: dict[str, np.ndarray]) -> Columns:
+        return check_columns(self.schema, columns)
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def terms(self, columns: Columns) -> ScoreTerms:
+        """Score checked columns in chunks of `scoring.chunk_size` records."""
+        return score_columns(self.vae, self.codec, columns, self.noise, self.manifest.scoring)
+
+    def score(self, columns: Columns) -> ScoreBatch:
+        """Scores, p-values and threshold decisions for checked columns."""
+        thresholds = self.thresholds  # one snapshot for the whole batch
+        terms = self.terms(columns)
+        return ScoreBatch(
+            terms=terms,
+            p_value=p_values(thresholds.calibration, terms.score),
+            exceeded=thresholds.exceeded(terms.score),
+            missing=self.codec.missing(columns),
+            columns=columns,
+            thresholds=thresholds,
+        )
+
+    def score_results(self, columns: Columns, explain: int = 3) -> list[dict[str, object]]:
+        """The `/score` result objects, in input order."""
+        return score_results(self, self.score(columns), explain)
+
+    # -- reconstruction, sampling, latent space -------------------------------------------------
+
+    def expected_records(self, terms: ScoreTerms) -> list[dict[str, object]]:
+        """The decoder's most likely record at the posterior mean, in original units."""
+        expected = terms.expected
+        category_index = (
+            np.stack([logits.argmax(-1).numpy() for logits in expected.category_logits], axis=1)
+            if expected.category_logits
+            else np.zeros((len(terms.score), 0), dtype=np.int64)
+        )
+        boolean_value = (expected.boolean_logits > 0).numpy().astype(np.float64)
+        return self.codec.decode_records(expected.numeric_mean.double().numpy(), category_index, boolean_value)
+
+    def reconstruct(self, columns: Columns) -> list[dict[str, object]]:
+        """Reconstruction (denoised record, missing entries imputed) and per-feature errors."""
+        terms = self.terms(columns)
+        reconstructions = self.expected_records(terms)
+        missing = self.codec.missing(columns)
+        names = self.schema.names
+        results = []
+        for i, reconstruction in enumerate(reconstructions):
+            errors = {
+                name: (None if missing[i, j] else float(terms.contributions[i, j])) for j, name in enumerate(names)
+            }
+            imputed = [name for j, name in enumerate(names) if missing[i, j]]
+            results.append({"reconstruction": reconstruction, "feature_errors": errors, "imputed": imputed})
+        return results
+
+    @torch.inference_mode()
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> list[dict[str, object]]:
+        """Draw n records from the generative model: z ~ N(0, temperature² I), then x ~ p(x|z)."""
+        generator = torch.Generator().manual_seed(seed)
+        latent_dim = self.manifest.network.latent_dim
+        z = (torch.randn(n, latent_dim, generator=generator) * temperature).to(self.device)
+        decoded = self.vae.decode(z)
+        std = torch.exp(0.5 * decoded.numeric_logvar).cpu()
+        numeric = decoded.numeric_mean.cpu() + std * torch.randn(std.shape, generator=generator)
+        categories = [
+            torch.multinomial(torch.softmax(logits.cpu().double(), -1), 1, generator=generator).squeeze(-1)
+            for logits in decoded.category_logits
+        ]
+        category_index = torch.stack(categories, 1).numpy() if categories else np.zeros((n, 0), dtype=np.int64)
+        probs = torch.sigmoid(decoded.boolean_logits.cpu().double())
+        boolean = (torch.rand(probs.shape, generator=generator, dtype=torch.float64) < probs).double().numpy()
+        return self.codec.decode_records(numeric.double().numpy(), category_index, boolean)
+
+    def encode(self, columns: Columns) -> np.ndarray:
+        """Posterior means (B, L): the latent coordinates of each record."""
+        return self.terms(columns).latent_mean
+
+
+def score_results(detector: Detector, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
+    """Build one JSON-ready result per record (see the `/score` contract in the README)."""
+    terms = scored.terms
+    names = detector.schema.names
+    threshold_names = scored.thresholds.names
+    active_index = threshold_names.index(scored.thresholds.active)
+    expected = detector.expected_records(terms) if explain > 0 else None
+    # Missing features contribute nothing, so they sink below every observed one in the ranking.
+    ranked = np.argsort(-np.where(scored.missing, -np.inf, terms.contributions), axis=1, kind="stable")
+    results = []
+    for i in range(len(scored)):
+        top = []
+        if expected is not None:
+            for j in ranked[i, :explain].tolist():
+                if scored.missing[i, j]:
+                    break
+                name = names[j]
+                value = scored.columns[name][i]
+                top.append(
+                    {
+                        "feature": name,
+                        "contribution": float(terms.contributions[i, j]),
+                        "value": _json_value(detector, name, value),
+                        "expected": expected[i][name],
+                    }
+                )
+        results.append(
+            {
+                "score": float(terms.score[i]),
+                "elbo": float(terms.elbo[i]),
+                "reconstruction_error": float(terms.reconstruction_error[i]),
+                "p_value": float(scored.p_value[i]),
+                "is_anomaly": bool(scored.exceeded[i, active_index]),
+                "thresholds_exceeded": [t for k, t in enumerate(threshold_names) if scored.exceeded[i, k]],
+                "missing": [name for j, name in enumerate(names) if scored.missing[i, j]],
+                "top_features": top,
+            }
+        )
+    return results
+
+
+def _json_value(detector: Detector, name: str, value: object) -> object:
+    """A column cell as the client sent it: booleans back to true/false, integers without '.0'."""
+    feature = detector.schema.features[detector.schema.names.index(name)]
+    if feature.type == "boolean":
+        return bool(value)
+    if feature.type == "numeric" and feature.integer and float(value).is_integer():
+        return int(value)
+    return value

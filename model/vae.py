@@ -1,0 +1,95 @@
+"""The tabular VAE as a pure `nn.Module`: encode → (mu, logvar), reparameterize, decode.
+
+No loss and no I/O live here (see `likelihoods` and `artifact`). Kingma & Welling, "Auto-Encoding
+Variational Bayes" (2014): q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I), z = mu + sigma * eps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from model.networks import mlp
+
+LATENT_LOGVAR_RANGE = (-12.0, 8.0)
+"""Posterior log-variances are clamped here before `exp`: keeps sigma in [2.5e-3, 55]."""
+
+NUMERIC_LOGVAR_RANGE = (-9.0, 4.0)
+"""Decoder log-variances of numeric features, in standardised units: sigma in [0.011, 7.4]. The floor
+keeps a Gaussian from collapsing onto a discrete value and giving unbounded likelihoods."""
+
+
+class VAEConfig(BaseModel):
+    """Everything needed to rebuild the network; stored in the manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_dim: int = Field(gt=0)
+    latent_dim: int = Field(gt=0)
+    hidden_dims: list[int]
+    n_numeric: int = Field(ge=0)
+    category_sizes: list[int]
+    n_boolean: int = Field(ge=0)
+    numeric_variance: Literal["feature", "sample"] = "feature"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @property
+    def output_dim(self) -> int:
+        per_sample_var = self.n_numeric if self.numeric_variance == "sample" else 0
+        return self.n_numeric + per_sample_var + sum(self.category_sizes) + self.n_boolean
+
+
+@dataclass
+class DecoderOutput:
+    """Parameters of p(x|z); leading dims (..., B) follow z's."""
+
+    numeric_mean: torch.Tensor  # (..., B, n_numeric)
+    numeric_logvar: torch.Tensor  # (..., B, n_numeric), broadcast from (n_numeric,) when per feature
+    category_logits: list[torch.Tensor]  # one (..., B, K_j) per categorical feature
+    boolean_logits: torch.Tensor  # (..., B, n_boolean)
+
+
+class TabularVAE(nn.Module):
+    """MLP encoder and decoder over the mixed-type layout of `model.preprocessing.EncodedBatch`."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = mlp(config.input_dim, config.hidden_dims, 2 * config.latent_dim, config.dropout)
+        self.decoder = mlp(config.latent_dim, list(reversed(config.hidden_dims)), config.output_dim, config.dropout)
+        if config.numeric_variance == "feature":
+            self.numeric_logvar = nn.Parameter(torch.zeros(config.n_numeric))
+
+    def encode(self, x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_in (B, D_in) → mu, logvar (B, L), logvar clamped to `LATENT_LOGVAR_RANGE`."""
+        mu, logvar = self.encoder(x_in).chunk(2, dim=-1)
+        return mu, logvar.clamp(*LATENT_LOGVAR_RANGE)
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """z = mu + sigma * eps; eps (S, B, L) or (S, 1, L) gives z (S, B, L)."""
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def decode(self, z: torch.Tensor) -> DecoderOutput:
+        """z (..., B, L) → the parameters of p(x|z) for every feature."""
+        out = self.decoder(z)
+        c = self.config
+        n = c.n_numeric
+        numeric_mean = out[..., :n]
+        offset = n
+        if c.numeric_variance == "sample":
+            numeric_logvar = out[..., n : 2 * n]
+            offset += n
+        else:
+            numeric_logvar = self.numeric_logvar.expand_as(numeric_mean)
+        numeric_logvar = numeric_logvar.clamp(*NUMERIC_LOGVAR_RANGE)
+        category_logits = []
+        for size in c.category_sizes:
+            category_logits.append(out[..., offset : offset + size])
+            offset += size
+        boolean_logits = out[..., offset : offset + c.n_boolean]
+        return DecoderOutput(numeric_mean, numeric_logvar, category_logits, boolean_logits)

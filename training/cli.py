@@ -1,0 +1,291 @@
+"""The `vae-anomaly` command line: train, score, evaluate, serve, demo. The only argv parsing.
+
+`serve` hands an import string to uvicorn, so this module never imports `service` (training must
+run without the web stack, and the dependency arrows stay one-way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from model.detector import Detector, ScoreBatch
+from model.errors import InputError, ModelError
+from model.schema import read_schema
+from model.thresholds import DEFAULT_TARGETS
+from training.data import DataError, anomaly_labels, normal_mask, read_table
+from training.evaluate import detection_metrics, write_report
+from training.trainer import TrainConfig, fit_detector
+
+logger = logging.getLogger("vae_anomaly")
+
+
+def _threshold_arg(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        fpr = float(value)
+    except ValueError:
+        fpr = -1.0
+    if not sep or not name or not 0 < fpr < 1:
+        raise argparse.ArgumentTypeError(f"expected NAME=FPR with 0 < FPR < 1, got {text!r}")
+    return name, fpr
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vae-anomaly", description="VAE anomaly detection: train, score, serve.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train on normal rows and calibrate thresholds")
+    train.add_argument("data", type=Path, help=".csv, .parquet or .npz (X, optional y)")
+    train.add_argument("--out", type=Path, required=True, help="model directory to write")
+    train.add_argument("--label-column", help="rows whose label is --normal-value are used; the rest are ignored")
+    train.add_argument("--normal-value", help="label of normal rows (default 0)")
+    train.add_argument("--exclude-columns", nargs="+", default=[], metavar="COL", help="columns that are not features")
+    train.add_argument("--schema", type=Path, help="schema.json overriding inferred feature types")
+    defaults = TrainConfig()
+    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--latent-dim", type=int, default=None, help="default: from the number of features")
+    train.add_argument("--beta", type=float, default=defaults.beta, help="weight of the KL term (beta-VAE)")
+    train.add_argument("--kl-warmup-epochs", type=int, default=defaults.kl_warmup_epochs)
+    train.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)")
+    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--feature-dropout", type=float, default=defaults.feature_dropout, help="denoising rate")
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument(
+        "--threshold",
+        type=_threshold_arg,
+        action="append",
+        default=[],
+        metavar="NAME=FPR",
+        help=f"threshold at a target false-positive rate (defaults: {DEFAULT_TARGETS}); repeatable",
+    )
+    train.add_argument("--active-threshold", default="warn", help="the threshold behind is_anomaly")
+    train.add_argument("--model-version", help="version string reported by the service (default: UTC timestamp)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    score = commands.add_parser("score", help="score a file with a trained model")
+    score.add_argument("model_dir", type=Path)
+    score.add_argument("data", type=Path)
+    score.add_argument("--out", type=Path, help=".csv or .jsonl (default: JSON lines on stdout)")
+    score.add_argument("--explain", type=int, default=3, help="top features per row")
+    score.add_argument("--device", default="auto")
+
+    evaluate = commands.add_parser("evaluate", help="AUROC, AUPRC and F1 at each threshold on labelled data")
+    evaluate.add_argument("model_dir", type=Path)
+    evaluate.add_argument("data", type=Path)
+    evaluate.add_argument("--label-column", help="required unless the data is an .npz with y")
+    evaluate.add_argument("--normal-value", help="label of normal rows (default 0)")
+    evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
+    evaluate.add_argument("--device", default="auto")
+
+    serve = commands.add_parser("serve", help="serve a model over HTTP")
+    serve.add_argument("model_dir", type=Path)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--device", default=None, help="auto, cpu or cuda (default: VAE_ANOMALY_DEVICE or auto)")
+
+    demo = commands.add_parser("demo", help="generate demo data, train, evaluate and serve")
+    demo.add_argument("--dir", type=Path, default=Path("."), help="where data/ and models/ go")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--epochs", type=int, default=defaults.epochs)
+    demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
+    return parser
+
+
+def train_command(args: argparse.Namespace) -> int:
+    overrides = read_schema(args.schema) if args.schema else None
+    table = read_table(args.data, args.label_column, args.exclude_columns, overrides)
+    columns = table.columns
+    if table.labels is not None:
+        keep = normal_mask(table.labels, args.normal_value)
+        columns = table.take(np.flatnonzero(keep))
+        logger.info("using %d normal rows of %d", int(keep.sum()), len(table))
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        latent_dim=args.latent_dim,
+        beta=args.beta,
+        kl_warmup_epochs=args.kl_warmup_epochs,
+        patience=args.patience,
+        learning_rate=args.learning_rate,
+        feature_dropout=args.feature_dropout,
+        seed=args.seed,
+        device=args.device,
+        thresholds={**DEFAULT_TARGETS, **dict(args.threshold)},
+        active_threshold=args.active_threshold,
+    )
+    result = fit_detector(columns, config, overrides, version=args.model_version, progress=not args.quiet)
+    manifest = result.detector.save(args.out)
+    summary = result.summary
+    print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
+    rows = summary["rows"]
+    print(f"rows: {rows['train']} train, {rows['validation']} validation, {rows['calibration']} calibration")
+    print(f"epochs: {summary['epochs']} (best {summary['best_epoch']}), device {summary['device']}")
+    print(f"ELBO per row (nats): train {summary['train_elbo']:.4f}, validation {summary['validation_elbo']:.4f}")
+    for name, threshold in manifest.thresholds.items():
+        marker = " (active)" if name == manifest.active_threshold else ""
+        print(f"threshold {name}: score > {threshold.value:.4f} at target FPR {threshold.target_fpr}{marker}")
+    print(f"wall time: {summary['wall_seconds']:.1f} s")
+    return 0
+
+
+def _load_scoring_input(args: argparse.Namespace, label_column: str | None = None):
+    detector = Detector.load(args.model_dir, args.device)
+    table = read_table(args.data, label_column, schema=detector.schema)
+    return detector, table, detector.columns_from_table(table.columns)
+
+
+def _flat_row(result: dict[str, object]) -> dict[str, object]:
+    row = {key: result[key] for key in ("score", "elbo", "reconstruction_error", "p_value", "is_anomaly")}
+    row["thresholds_exceeded"] = ";".join(result["thresholds_exceeded"])  # type: ignore[arg-type]
+    row["missing"] = ";".join(result["missing"])  # type: ignore[arg-type]
+    row["top_features"] = orjson.dumps(result["top_features"]).decode()
+    return row
+
+
+def score_command(args: argparse.Namespace) -> int:
+    detector, _, columns = _load_scoring_input(args)
+    results = detector.score_results(columns, explain=args.explain)
+    if args.out is None:
+        out = sys.stdout.buffer
+        for result in results:
+            out.write(orjson.dumps(result) + b"\n")
+        out.flush()
+        return 0
+    suffix = args.out.suffix.lower()
+    if suffix == ".jsonl":
+        args.out.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in results))
+    elif suffix == ".csv":
+        import pandas as pd
+
+        pd.DataFrame([_flat_row(r) for r in results]).to_csv(args.out, index=False)
+    else:
+        raise DataError(f"{args.out}: --out must end in .csv or .jsonl")
+    print(f"{len(results)} rows scored → {args.out}", file=sys.stderr)
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    label_column = args.label_column
+    if label_column is None and args.data.suffix.lower() != ".npz":
+        raise DataError("evaluate needs --label-column (or an .npz with y)")
+    detector, table, columns = _load_scoring_input(args, label_column)
+    if table.labels is None:
+        raise DataError(f"{args.data}: no labels found; pass --label-column")
+    labels = anomaly_labels(table.labels, args.normal_value)
+    scored: ScoreBatch = detector.score(columns)
+    thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
+    metrics = detection_metrics(scored.terms.score, labels, thresholds)
+    metrics["model"] = {"id": detector.manifest.model_id, "version": detector.manifest.version}
+    if args.report:
+        title = f"vae-anomaly model {detector.manifest.model_id} on {args.data.name}"
+        paths = write_report(args.report, scored.terms.score, labels, thresholds, metrics, title)
+        metrics["report"] = [str(p) for p in paths]
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    os.environ["VAE_ANOMALY_MODEL_DIR"] = str(args.model_dir)
+    if args.device:
+        os.environ["VAE_ANOMALY_DEVICE"] = args.device
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from training.demo_data import LABEL, demo_records, make_demo_frame
+
+    data_path = args.dir / "data" / "demo.csv"
+    model_dir = args.dir / "models" / "demo"
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    make_demo_frame().to_csv(data_path, index=False)
+    print(f"demo data: {data_path}")
+    started = time.perf_counter()
+    train_args = build_parser().parse_args(
+        ["train", str(data_path), "--out", str(model_dir), "--label-column", LABEL, "--epochs", str(args.epochs)]
+    )
+    train_command(train_args)
+    print(f"trained in {time.perf_counter() - started:.1f} s")
+    detector = Detector.load(model_dir, "auto")
+    table = read_table(data_path, LABEL, schema=detector.schema)
+    labels = anomaly_labels(table.labels, None)
+    scores = detector.score(detector.columns_from_table(table.columns)).terms.score
+    thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
+    metrics = detection_metrics(scores, labels, thresholds)
+    report = args.dir / "reports" / "demo"
+    write_report(report, scores, labels, thresholds, metrics, "vae-anomaly demo model on its demo data")
+    print(f"demo data, all rows (training rows included): AUROC {metrics['auroc']:.3f}, AUPRC {metrics['auprc']:.3f}")
+    print(f"report: {report / 'report.md'}")
+    token = os.environ.get("VAE_ANOMALY_API_TOKEN") or secrets.token_urlsafe(24)
+    normal, anomalous = demo_records()
+    url = f"http://127.0.0.1:{args.port}"
+    print("\nTry it (in another terminal):")
+    for record in (normal, anomalous):
+        body = json.dumps({"records": [record]})
+        print(f"  curl -s {url}/score -H 'Content-Type: application/json' -d {shlex.quote(body)}")
+    print(f"\nAdmin token for PUT /thresholds/... and /active-threshold: {token}")
+    print(
+        f"  curl -s -X PUT {url}/active-threshold -H 'Authorization: Bearer {token}' "
+        "-H 'Content-Type: application/json' -d '{\"name\": \"critical\"}'"
+    )
+    if args.no_serve:
+        return 0
+    os.environ["VAE_ANOMALY_API_TOKEN"] = token
+    print(f"\nServing {model_dir} on {url} (Ctrl-C to stop)\n", flush=True)
+    return serve_command(
+        argparse.Namespace(model_dir=model_dir, host="127.0.0.1", port=args.port, workers=1, device=None)
+    )
+
+
+COMMANDS = {
+    "train": train_command,
+    "score": score_command,
+    "evaluate": evaluate_command,
+    "serve": serve_command,
+    "demo": demo_command,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        lines = [" ".join(str(p) for p in issue.loc) + f": {issue.msg}" for issue in exc.issues[:10]]
+        more = f"\n... and {len(exc.issues) - 10} more" if len(exc.issues) > 10 else ""
+        print("error: the data does not fit the model's schema:\n" + "\n".join(lines) + more, file=sys.stderr)
+        return 2
+    except (ModelError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

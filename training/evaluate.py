@@ -1,0 +1,113 @@
+"""Detection metrics on labelled data (AUROC, AUPRC, precision/recall/F1 at each threshold) and a
+small report: score histograms with the thresholds drawn, the ROC curve, and a Markdown page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+
+def detection_metrics(scores: np.ndarray, labels: np.ndarray, thresholds: dict[str, float]) -> dict[str, object]:
+    """labels: 1 = anomaly, 0 = normal; scores: higher = more anomalous; a record is flagged when
+    score > threshold, exactly as in scoring."""
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    both = 0 < labels.sum() < labels.size
+    result: dict[str, object] = {
+        "rows": int(labels.size),
+        "anomalies": int(labels.sum()),
+        "auroc": float(roc_auc_score(labels, scores)) if both else None,
+        "auprc": float(average_precision_score(labels, scores)) if both else None,
+    }
+    at = {}
+    for name, value in thresholds.items():
+        flagged = scores > value
+        tp = int(np.sum(flagged & (labels == 1)))
+        fp = int(np.sum(flagged & (labels == 0)))
+        fn = int(np.sum(~flagged & (labels == 1)))
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        normals = int(np.sum(labels == 0))
+        at[name] = {
+            "threshold": float(value),
+            "flagged": int(flagged.sum()),
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "false_positive_rate": fp / normals if normals else None,
+        }
+    result["thresholds"] = at
+    return result
+
+
+def write_report(
+    directory: Path, scores: np.ndarray, labels: np.ndarray, thresholds: dict[str, float], metrics: dict, title: str
+) -> list[Path]:
+    """Write histogram.png, roc.png and report.md into `directory`; returns the paths written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=np.float64)
+    low, high = np.percentile(scores, [0.5, 99.5])
+    bins = np.linspace(low, high, 60)
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    axes.hist(np.clip(scores[labels == 0], low, high), bins=bins, alpha=0.6, density=True, label="normal")
+    axes.hist(np.clip(scores[labels == 1], low, high), bins=bins, alpha=0.6, density=True, label="anomaly")
+    for (name, value), color in zip(
+        thresholds.items(), ["tab:orange", "tab:red", "tab:purple", "tab:brown"], strict=False
+    ):
+        axes.axvline(value, color=color, linestyle="--", label=f"{name} = {value:.2f}")
+    axes.set_xlabel("score (negative ELBO, nats; clipped to the 0.5–99.5 percentiles)")
+    axes.set_ylabel("density")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    histogram = directory / "histogram.png"
+    figure.savefig(histogram, dpi=110)
+    plt.close(figure)
+
+    paths = [histogram]
+    if metrics.get("auroc") is not None:
+        fpr, tpr, _ = roc_curve(labels, scores)
+        figure, axes = plt.subplots(figsize=(4.5, 4.5))
+        axes.plot(fpr, tpr, label=f"AUROC {metrics['auroc']:.3f}")
+        axes.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        axes.set_xlabel("false-positive rate")
+        axes.set_ylabel("true-positive rate")
+        axes.legend(loc="lower right")
+        figure.tight_layout()
+        roc = directory / "roc.png"
+        figure.savefig(roc, dpi=110)
+        plt.close(figure)
+        paths.append(roc)
+
+    auroc, auprc = metrics.get("auroc"), metrics.get("auprc")
+    lines = [
+        f"# {title}",
+        "",
+        f"Rows: {metrics['rows']}, anomalies: {metrics['anomalies']}.",
+        f"AUROC: {auroc:.4f}, AUPRC: {auprc:.4f}." if auroc is not None else "AUROC/AUPRC: need both classes.",
+        "",
+        "| threshold | value | flagged | precision | recall | F1 | FPR |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in metrics["thresholds"].items():
+        fpr_text = f"{row['false_positive_rate']:.4f}" if row["false_positive_rate"] is not None else "–"
+        lines.append(
+            f"| {name} | {row['threshold']:.3f} | {row['flagged']} | {row['precision']:.3f} | {row['recall']:.3f} "
+            f"| {row['f1']:.3f} | {fpr_text} |"
+        )
+    lines += ["", "![score histogram](histogram.png)"]
+    if len(paths) > 1:
+        lines.append("![ROC curve](roc.png)")
+    report = directory / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return [*paths, report]

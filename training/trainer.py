@@ -1,0 +1,237 @@
+"""The training loop: Adam on mini-batches, KL warm-up, beta, early stopping, then calibration.
+
+`fit_detector` is the one entry point the CLI and the benchmarks call, so "what `vae-anomaly train`
+does" and "what the benchmark measures" cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from model.artifact import Manifest, library_versions, utc_now
+from model.detector import Detector, resolve_device, score_columns
+from model.likelihoods import feature_log_probs, gaussian_kl
+from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns, fit_preprocessing
+from model.schema import Schema, infer_schema
+from model.scoring import ScoringConfig, posterior_noise
+from model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
+from model.vae import TabularVAE, VAEConfig
+from training.data import split_rows
+
+logger = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """Every knob of a training run; the resolved values go into the manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=200, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    latent_dim: int | None = Field(default=None, ge=1)
+    hidden_dims: list[int] | None = None
+    beta: float = Field(default=1.0, ge=0)
+    kl_warmup_epochs: int = Field(default=10, ge=0)
+    patience: int = Field(default=20, ge=1)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    calibration_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    numeric_variance: Literal["feature", "sample"] = "feature"
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    feature_dropout: float = Field(default=0.0, ge=0, lt=1)
+    score_method: Literal["elbo", "iwae"] = "elbo"
+    score_samples: int = Field(default=32, ge=1)
+    thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TARGETS))
+    active_threshold: str = "warn"
+    seed: int = 0
+    device: str = "auto"
+
+
+def network_config(codec: TabularCodec, config: TrainConfig) -> VAEConfig:
+    """Resolve the network's sizes from the data's width when the config leaves them open."""
+    n_features = len(codec.schema.features)
+    latent_dim = config.latent_dim or int(min(16, max(2, math.ceil(n_features / 2))))
+    width = int(min(256, max(64, 2 * codec.input_dim)))
+    hidden = config.hidden_dims or [width, width // 2]
+    return VAEConfig(
+        input_dim=codec.input_dim,
+        latent_dim=latent_dim,
+        hidden_dims=hidden,
+        n_numeric=len(codec.numeric),
+        category_sizes=codec.category_sizes,
+        n_boolean=len(codec.boolean),
+        numeric_variance=config.numeric_variance,
+        dropout=config.dropout,
+    )
+
+
+@dataclass
+class TrainResult:
+    detector: Detector
+    summary: dict[str, Any]
+
+
+def _elbo_parts(vae: TabularVAE, codec: TabularCodec, batch: EncodedBatch, eps: torch.Tensor):
+    """(E log p(x|z), KL) per row for the given noise eps (S, B or 1, L)."""
+    mu, logvar = vae.encode(batch.x_in)
+    z = vae.reparameterize(mu, logvar, eps)
+    log_px = feature_log_probs(codec, vae.decode(z), batch).sum(-1).mean(0)
+    return log_px, gaussian_kl(mu, logvar)
+
+
+def _mean_elbo(vae: TabularVAE, codec: TabularCodec, batch: EncodedBatch, eps: torch.Tensor, size: int) -> float:
+    vae.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(batch), size):
+            log_px, kl = _elbo_parts(vae, codec, batch.slice(start, start + size), eps)
+            total += float((log_px - kl).sum())
+    return total / max(len(batch), 1)
+
+
+def _hide_features(batch: EncodedBatch, owners: torch.Tensor, rate: float, generator: torch.Generator) -> EncodedBatch:
+    """Denoising training: hide a random share of features from the encoder (values and indicators),
+    while the likelihood still counts them, so the model learns to impute what it cannot see."""
+    n_features = int(owners.max()) + 1
+    keep = (torch.rand((len(batch), n_features), generator=generator) >= rate).to(batch.x_in.device)
+    hidden = EncodedBatch(**batch.__dict__)
+    hidden.x_in = batch.x_in * keep[:, owners].float()
+    return hidden
+
+
+def fit_detector(
+    columns: dict[str, np.ndarray],
+    config: TrainConfig,
+    schema_overrides: Schema | None = None,
+    version: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Infer the schema, split, train with early stopping, calibrate thresholds; return a Detector.
+
+    `columns` holds only normal rows. Deterministic for a given `config.seed` on the CPU.
+    """
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    schema = infer_schema(columns, schema_overrides)
+    checked = check_columns(schema, columns)
+    n = len(next(iter(checked.values())))
+    split = split_rows(n, config.validation_fraction, config.calibration_fraction, config.seed)
+
+    def rows(index: np.ndarray) -> Columns:
+        return {name: values[index] for name, values in checked.items()}
+
+    preprocessing = fit_preprocessing(schema, rows(split.train))
+    codec = TabularCodec(schema, preprocessing)
+    net_config = network_config(codec, config)
+    torch.manual_seed(config.seed)
+    vae = TabularVAE(net_config).to(device)
+    train = codec.encode(rows(split.train)).to(device)
+    validation = codec.encode(rows(split.validation)).to(device)
+    owners = torch.from_numpy(codec.input_feature_index()).to(device)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(config.seed)
+    validation_noise = posterior_noise(8, net_config.latent_dim, config.seed + 1).to(device)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    warmup_steps = config.kl_warmup_epochs * steps_per_epoch
+
+    best_elbo, best_epoch, best_state = -math.inf, 0, None
+    history: list[dict[str, float]] = []
+    step = 0
+    bar = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False)
+    for epoch in bar:
+        vae.train()
+        order = torch.randperm(len(train), generator=generator).to(device)
+        sums = {"recon": 0.0, "kl": 0.0}
+        for start in range(0, len(train), config.batch_size):
+            index = order[start : start + config.batch_size]
+            batch = EncodedBatch(**{k: v[index] for k, v in train.__dict__.items()})
+            if config.feature_dropout > 0:
+                batch = _hide_features(batch, owners, config.feature_dropout, generator)
+            eps = torch.randn((1, len(index), net_config.latent_dim), generator=generator).to(device)
+            log_px, kl = _elbo_parts(vae, codec, batch, eps)
+            weight = config.beta * (min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0)
+            loss = -(log_px - weight * kl).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            sums["recon"] += float(-log_px.detach().sum())
+            sums["kl"] += float(kl.detach().sum())
+        val_elbo = _mean_elbo(vae, codec, validation, validation_noise, 4096)
+        record = {
+            "epoch": epoch,
+            "train_recon": sums["recon"] / len(train),
+            "train_kl": sums["kl"] / len(train),
+            "validation_elbo": val_elbo,
+        }
+        history.append(record)
+        bar.set_postfix(
+            recon=f"{record['train_recon']:.3f}", kl=f"{record['train_kl']:.3f}", val_elbo=f"{val_elbo:.3f}"
+        )
+        # Early stopping only counts once the KL weight has reached its final value.
+        if val_elbo > best_elbo or epoch <= config.kl_warmup_epochs:
+            best_elbo, best_epoch = val_elbo, epoch
+            best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+        elif epoch - best_epoch >= config.patience:
+            break
+    bar.close()
+    assert best_state is not None
+    vae.load_state_dict(best_state)
+    vae.eval()
+
+    scoring = ScoringConfig(method=config.score_method, n_samples=config.score_samples, seed=config.seed)
+    noise = posterior_noise(scoring.n_samples, net_config.latent_dim, scoring.seed).to(device)
+    calibration = sort_calibration(score_columns(vae, codec, rows(split.calibration), noise, scoring).score)
+    if config.active_threshold not in config.thresholds:
+        raise ValueError(f"active threshold {config.active_threshold!r} is not among {sorted(config.thresholds)}")
+    thresholds = ThresholdSet.from_targets(calibration, config.thresholds, config.active_threshold)
+    for name, fpr in config.thresholds.items():
+        if not fpr_guaranteed(calibration.size, fpr):
+            logger.warning(
+                "threshold %s: %d calibration rows cannot guarantee a %.4g false-positive rate "
+                "(needs at least %d); it is set at the largest calibration score",
+                name,
+                calibration.size,
+                fpr,
+                math.ceil(1 / fpr) - 1,
+            )
+    last = history[-1]
+    train_elbo = _mean_elbo(vae, codec, train, validation_noise, 4096)
+    summary = {
+        "rows": {"train": len(split.train), "validation": len(split.validation), "calibration": len(split.calibration)},
+        "epochs": len(history),
+        "best_epoch": best_epoch,
+        "train_elbo": train_elbo,
+        "validation_elbo": best_elbo,
+        "last_epoch": last,
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "device": str(device),
+        "config": config.model_dump(mode="json"),
+    }
+    created = utc_now()
+    fields = {
+        "created_at": created,
+        "version": version or created.replace("-", "").replace(":", ""),
+        "schema": schema,
+        "preprocessing": preprocessing,
+        "network": net_config,
+        "scoring": scoring,
+        "thresholds": thresholds.thresholds,
+        "active_threshold": thresholds.active,
+        "calibration_scores": calibration.tolist(),
+        "training": summary,
+    }
+    manifest = Manifest.model_validate(
+        {**fields, "model_id": "unsaved", "weights_sha256": "", "library_versions": library_versions()}
+    )
+    return TrainResult(detector=Detector(manifest, vae, device), summary=summary)
