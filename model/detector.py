@@ -70,6 +70,7 @@ class Detector:
         self.vae = vae.to(device).eval()
         self.device = device
         self.schema = manifest.feature_schema
+        self.feature_by_name = {f.name: f for f in self.schema.features}
         self.codec = TabularCodec(self.schema, manifest.preprocessing)
         scoring = manifest.scoring
         self.noise = posterior_noise(scoring.n_samples, manifest.network.latent_dim, scoring.seed).to(device)
@@ -223,9 +224,10 @@ def score_results(detector: Detector, scored: ScoreBatch, explain: int) -> list[
 
 def _json_value(detector: Detector, name: str, value: object) -> object:
     """A column cell as the client sent it: booleans back to true/false, integers without '.0'."""
-    feature = detector.schema.features[detector.schema.names.index(name)]
+    feature = detector.feature_by_name[name]
     if feature.type == "boolean":
         return bool(value)
-    if feature.type == "numeric" and feature.integer and float(value).is_integer():
-        return int(value)
+    if feature.type == "numeric":
+        number = float(value)  # type: ignore[arg-type]
+        return int(number) if feature.integer and number.is_integer() else number
     return value

@@ -1,0 +1,74 @@
+"""Maps errors to HTTP statuses with one body shape everywhere:
+`{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}`, as FastAPI's own 422s."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered with `status` and one detail item."""
+
+    def __init__(
+        self, status: int, msg: str, kind: str, loc: tuple[str | int, ...] = (), headers: dict[str, str] | None = None
+    ):
+        super().__init__(msg)
+        self.status = status
+        self.msg = msg
+        self.kind = kind
+        self.loc = loc
+        self.headers = headers
+
+
+def error_body(items: list[dict]) -> bytes:
+    return orjson.dumps({"detail": items})
+
+
+def _response(status: int, items: list[dict], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": items}, status_code=status, headers=headers)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _response(exc.status, [{"loc": list(exc.loc), "msg": exc.msg, "type": exc.kind}], exc.headers)
+
+
+async def _input_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InputError)
+    items = [{"loc": ["body", *issue.loc], "msg": issue.msg, "type": issue.type} for issue in exc.issues]
+    return _response(422, items)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    items = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    return _response(422, items)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, list) else [{"loc": [], "msg": str(exc.detail), "type": "http"}]
+    return _response(exc.status_code, detail, getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return _response(500, [{"loc": [], "msg": "internal error; see the server log", "type": "internal"}])
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

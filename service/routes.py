@@ -1,0 +1,277 @@
+"""Thin handlers: check the envelope, call the detector, build the response."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ValidationError
+
+from model.detector import score_results
+from model.thresholds import THRESHOLD_NAME, ThresholdSet
+from service.errors import ApiError
+from service.schemas import (
+    ActiveThresholdUpdate,
+    ErrorResponse,
+    ReconstructResponse,
+    SampleRequest,
+    SampleResponse,
+    ScoreRequest,
+    ScoreResponse,
+    ThresholdsResponse,
+    ThresholdUpdate,
+)
+from service.state import ServiceState, get_state
+
+router = APIRouter()
+Body = TypeVar("Body", bound=BaseModel)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "malformed JSON"},
+    413: {"model": ErrorResponse, "description": "too many records"},
+    422: {"model": ErrorResponse, "description": "a record or field does not fit the model's schema"},
+}
+ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "no bearer token"},
+    403: {"model": ErrorResponse, "description": "wrong token, or admin endpoints disabled"},
+    422: {"model": ErrorResponse, "description": "invalid body"},
+}
+
+
+def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """Document a body that the handler parses itself (orjson: strict JSON, no NaN/Infinity)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+def _validate(model: type[Body], data: dict[str, Any]) -> Body:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = ("body", *first["loc"])
+        raise ApiError(422, first["msg"], first["type"], loc) from exc
+
+
+def _check_batch(data: dict[str, Any], limit: int) -> None:
+    records = data.get("records")
+    if isinstance(records, list) and len(records) > limit:
+        raise ApiError(
+            413,
+            f"{len(records)} records exceed the limit of {limit} per request (VAE_ANOMALY_MAX_BATCH); split the batch",
+            "too_many_records",
+            ("body", "records"),
+        )
+
+
+def _model_ref(state: ServiceState) -> dict[str, str]:
+    detector, _ = state.loaded()
+    return {"id": detector.manifest.model_id, "version": detector.manifest.version}
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    responses=ERRORS,
+    openapi_extra=_openapi_body(ScoreRequest),
+    tags=["scoring"],
+)
+async def score(request: Request, state: ServiceState = Depends(get_state)) -> Response:
+    """Score records: higher = more anomalous; `is_anomaly` follows the active threshold."""
+    _, body = await _parse(request, await request.body(), ScoreRequest, state)
+    detector, metrics = state.loaded()
+
+    def run() -> list[dict[str, Any]]:
+        columns = detector.columns_from_records(body.records)
+        scored = detector.score(columns)
+        metrics.observe_scores(scored.terms.score, scored.exceeded, scored.thresholds.names)
+        return score_results(detector, scored, body.explain)
+
+    results = await run_in_threadpool(run)
+    return _json({"model": _model_ref(state), "results": results})
+
+
+async def _parse(request: Request, raw: bytes, model: type[Body], state: ServiceState) -> tuple[dict, Body]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            400, f"malformed JSON (NaN and Infinity are not JSON): {exc}", "json_invalid", ("body",)
+        ) from exc
+    if not isinstance(data, dict):
+        raise ApiError(422, "expected a JSON object", "model_type", ("body",))
+    if model is ScoreRequest:
+        _check_batch(data, state.settings.max_batch)
+    return data, _validate(model, data)
+
+
+@router.post(
+    "/reconstruct",
+    response_model=ReconstructResponse,
+    responses=ERRORS,
+    openapi_extra=_openapi_body(ScoreRequest),
+    tags=["scoring"],
+)
+async def reconstruct(request: Request, state: ServiceState = Depends(get_state)) -> Response:
+    """Reconstruct records at the posterior mean: denoised values, missing ones imputed."""
+    _, body = await _parse(request, await request.body(), ScoreRequest, state)
+    detector, _ = state.loaded()
+    results = await run_in_threadpool(lambda: detector.reconstruct(detector.columns_from_records(body.records)))
+    return _json({"model": _model_ref(state), "results": results})
+
+
+@router.post(
+    "/sample",
+    response_model=SampleResponse,
+    responses=ERRORS,
+    openapi_extra=_openapi_body(SampleRequest),
+    tags=["scoring"],
+)
+async def sample(request: Request, state: ServiceState = Depends(get_state)) -> Response:
+    """Draw new records from the model (z from the prior, then x from p(x|z))."""
+    _, body = await _parse(request, await request.body(), SampleRequest, state)
+    if body.n > state.settings.max_samples:
+        raise ApiError(
+            413,
+            f"n = {body.n} exceeds the limit of {state.settings.max_samples} (VAE_ANOMALY_MAX_SAMPLES)",
+            "too_many_samples",
+            ("body", "n"),
+        )
+    detector, _ = state.loaded()
+    seed = body.seed if body.seed is not None else secrets.randbits(62)
+    samples = await run_in_threadpool(detector.sample, body.n, seed, body.temperature)
+    return _json({"model": _model_ref(state), "seed": seed, "samples": samples})
+
+
+def _thresholds_payload(thresholds: ThresholdSet) -> dict[str, Any]:
+    return {
+        "active": thresholds.active,
+        "thresholds": {
+            name: {"value": t.value, "target_fpr": t.target_fpr} for name, t in thresholds.thresholds.items()
+        },
+    }
+
+
+@router.get("/thresholds", response_model=ThresholdsResponse, tags=["thresholds"])
+async def get_thresholds(state: ServiceState = Depends(get_state)) -> Response:
+    """The named thresholds and the active one."""
+    detector, _ = state.loaded()
+    return _json(_thresholds_payload(detector.thresholds))
+
+
+def require_admin(request: Request, state: ServiceState = Depends(get_state)) -> None:
+    """Bearer-token check for admin endpoints, comparing in constant time."""
+    token = state.settings.api_token
+    if token is None or not token.get_secret_value():
+        raise ApiError(
+            403,
+            "admin endpoints are disabled: set VAE_ANOMALY_API_TOKEN on the server to enable them",
+            "admin_disabled",
+        )
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise ApiError(
+            401,
+            "missing bearer token: send 'Authorization: Bearer <token>'",
+            "not_authenticated",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not secrets.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+        raise ApiError(403, "invalid token", "forbidden")
+
+
+@router.put(
+    "/thresholds/{name}",
+    response_model=ThresholdsResponse,
+    responses=ADMIN_ERRORS,
+    dependencies=[Depends(require_admin)],
+    openapi_extra=_openapi_body(ThresholdUpdate),
+    tags=["thresholds"],
+)
+async def put_threshold(name: str, request: Request, state: ServiceState = Depends(get_state)) -> Response:
+    """Create or update a threshold by score value or by target false-positive rate."""
+    if not THRESHOLD_NAME.fullmatch(name):
+        raise ApiError(
+            422,
+            "threshold names use lowercase letters, digits, '_' and '-' (1-64 characters)",
+            "name_pattern",
+            ("path", "name"),
+        )
+    _, body = await _parse(request, await request.body(), ThresholdUpdate, state)
+    detector, _ = state.loaded()
+    with state.threshold_lock:
+        current = detector.thresholds
+        if body.value is not None:
+            updated = current.with_value(name, body.value)
+        else:
+            assert body.target_fpr is not None
+            updated = current.with_target(name, body.target_fpr)
+        state.replace_thresholds(updated)
+    return _json(_thresholds_payload(updated))
+
+
+@router.put(
+    "/active-threshold",
+    response_model=ThresholdsResponse,
+    responses={**ADMIN_ERRORS, 404: {"model": ErrorResponse, "description": "unknown threshold"}},
+    dependencies=[Depends(require_admin)],
+    openapi_extra=_openapi_body(ActiveThresholdUpdate),
+    tags=["thresholds"],
+)
+async def put_active_threshold(request: Request, state: ServiceState = Depends(get_state)) -> Response:
+    """Choose the threshold behind `is_anomaly`."""
+    _, body = await _parse(request, await request.body(), ActiveThresholdUpdate, state)
+    detector, _ = state.loaded()
+    with state.threshold_lock:
+        current = detector.thresholds
+        if body.name not in current.thresholds:
+            known = ", ".join(sorted(current.thresholds))
+            raise ApiError(404, f"no threshold named {body.name!r}; known: {known}", "not_found", ("body", "name"))
+        updated = current.with_active(body.name)
+        state.replace_thresholds(updated)
+    return _json(_thresholds_payload(updated))
+
+
+@router.get("/model", tags=["model"])
+async def get_model(state: ServiceState = Depends(get_state)) -> Response:
+    """Metadata of the loaded model: ids, schema, architecture, scoring, training summary, device."""
+    detector, _ = state.loaded()
+    m = detector.manifest
+    return _json(
+        {
+            "id": m.model_id,
+            "version": m.version,
+            "kind": m.kind,
+            "device": str(detector.device),
+            "created_at": m.created_at,
+            "format_version": m.format_version,
+            "schema": m.feature_schema.model_dump(mode="json"),
+            "network": m.network.model_dump(mode="json"),
+            "scoring": m.scoring.model_dump(mode="json"),
+            "calibration_rows": len(m.calibration_scores),
+            "thresholds": _thresholds_payload(detector.thresholds),
+            "training": m.training,
+            "library_versions": m.library_versions,
+        }
+    )
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"])
+async def readyz(state: ServiceState = Depends(get_state)) -> Response:
+    """The model is loaded and warmed up (503 until then)."""
+    if state.ready:
+        return _json({"status": "ready"})
+    return _json({"status": "loading"}, status=503)

@@ -1,0 +1,129 @@
+"""Request and response models of the HTTP API, with their limits.
+
+Records themselves are checked by `model.preprocessing.records_to_columns` against the model's
+schema (strict types, every key present); these models check the envelope around them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from model.thresholds import THRESHOLD_NAME
+
+Record = dict[str, Any]
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[Any] = Field(
+        min_length=1,
+        description="Records to score: one object per record with every feature key (null for missing). "
+        "At most VAE_ANOMALY_MAX_BATCH records (413 above).",
+        examples=[[{"amount": 54.2, "channel": "web"}]],
+    )
+    explain: int = Field(default=3, ge=0, le=1000, description="how many top features to list per record")
+
+
+class SampleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(default=10, ge=1, description="records to draw (at most VAE_ANOMALY_MAX_SAMPLES)")
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="fixed seed → repeatable samples")
+    temperature: float = Field(default=1.0, gt=0, le=10, description="scales the latent prior's spread")
+
+
+class ThresholdUpdate(BaseModel):
+    """Exactly one of `value` (a score) or `target_fpr` (re-derived from the calibration scores)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: float | None = None
+    target_fpr: float | None = Field(default=None, gt=0, lt=1)
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("value must be a finite number")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ThresholdUpdate:
+        if (self.value is None) == (self.target_fpr is None):
+            raise ValueError("give exactly one of 'value' or 'target_fpr'")
+        return self
+
+
+class ActiveThresholdUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=THRESHOLD_NAME.pattern)
+
+
+class ModelRef(BaseModel):
+    id: str
+    version: str
+
+
+class TopFeature(BaseModel):
+    feature: str
+    contribution: float = Field(description="-log p(x_f | z = posterior mean), nats")
+    value: Any
+    expected: Any = Field(description="the model's most likely value of this feature given the rest")
+
+
+class ScoreResult(BaseModel):
+    score: float = Field(description="anomaly score, higher = more anomalous (negative ELBO, nats)")
+    elbo: float
+    reconstruction_error: float
+    p_value: float = Field(description="conformal p-value against the calibration scores")
+    is_anomaly: bool = Field(description="score > the active threshold")
+    thresholds_exceeded: list[str]
+    missing: list[str]
+    top_features: list[TopFeature]
+
+
+class ScoreResponse(BaseModel):
+    model: ModelRef
+    results: list[ScoreResult]
+
+
+class ReconstructResult(BaseModel):
+    reconstruction: Record
+    feature_errors: dict[str, float | None] = Field(description="per-feature -log p(x_f | z); null where missing")
+    imputed: list[str]
+
+
+class ReconstructResponse(BaseModel):
+    model: ModelRef
+    results: list[ReconstructResult]
+
+
+class SampleResponse(BaseModel):
+    model: ModelRef
+    seed: int
+    samples: list[Record]
+
+
+class ThresholdOut(BaseModel):
+    value: float
+    target_fpr: float | None
+
+
+class ThresholdsResponse(BaseModel):
+    active: str
+    thresholds: dict[str, ThresholdOut]
+
+
+class ErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    detail: list[ErrorItem]
