@@ -229,5 +229,5 @@ def _json_value(detector: Detector, name: str, value: object) -> object:
         return bool(value)
     if feature.type == "numeric":
         number = float(value)  # type: ignore[arg-type]
-        return int(number) if feature.integer and number.is_integer() else number
+        return int(number) if feature.integer and number.is_integer() and abs(number) < 2**53 else number
     return value

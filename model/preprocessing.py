@@ -25,6 +25,10 @@ Columns = dict[str, np.ndarray]
 MAX_ISSUES = 100
 """Stop collecting input issues after this many: enough to fix a payload, bounded in size."""
 
+MAX_STANDARDISED = 1e6
+"""Standardised numeric values are clipped to ±this many standard deviations before scoring, so an
+absurd but valid number (1e308) gets a huge, finite score instead of overflowing float32."""
+
 MIN_SCALE = 1e-6
 """A numeric feature whose spread is below this (a constant column) is scaled by 1 instead."""
 
@@ -310,7 +314,8 @@ class TabularCodec:
         if self.numeric:
             raw = np.stack([columns[f.name] for f in self.numeric], axis=1)
             numeric_mask = ~np.isnan(raw)
-            numeric = np.where(numeric_mask, (raw - self.center) / self.scale, 0.0)
+            standardised = np.clip((raw - self.center) / self.scale, -MAX_STANDARDISED, MAX_STANDARDISED)
+            numeric = np.where(numeric_mask, standardised, 0.0)
         else:
             numeric_mask = np.zeros((n, 0), dtype=bool)
             numeric = np.zeros((n, 0))

@@ -73,7 +73,7 @@ class TopFeature(BaseModel):
     feature: str
     contribution: float = Field(description="-log p(x_f | z = posterior mean), nats")
     value: Any
-    expected: Any = Field(description="the model's most likely value of this feature given the rest")
+    expected: Any = Field(description="the reconstruction of this feature at the posterior mean (original units)")
 
 
 class ScoreResult(BaseModel):

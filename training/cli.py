@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--schema", type=Path, help="schema.json overriding inferred feature types")
     defaults = TrainConfig()
     train.add_argument("--epochs", type=int, default=defaults.epochs)
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    train.add_argument("--batch-size", type=int, default=None, help="default: about 16 steps per epoch, 32..512")
     train.add_argument("--latent-dim", type=int, default=None, help="default: from the number of features")
     train.add_argument("--beta", type=float, default=defaults.beta, help="weight of the KL term (beta-VAE)")
     train.add_argument("--kl-warmup-epochs", type=int, default=defaults.kl_warmup_epochs)

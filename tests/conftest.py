@@ -1,0 +1,68 @@
+"""Shared fixtures: seeded data, a tiny trained artifact (once per session) and API clients whose
+lifespan runs (`with TestClient(...)`), each app with its own metrics registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from model.schema import FeatureSpec, Schema
+from service.app import create_app
+from service.settings import Settings
+from training.trainer import TrainConfig, fit_detector
+
+API_TOKEN = "test-token-0123456789"
+
+
+def make_tiny_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Mixed-type normal rows: two correlated numerics, an integer, a category, a boolean; a few gaps."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(10.0, 2.0, n)
+    b = 3.0 * a + rng.normal(0.0, 0.5, n)
+    count = rng.poisson(3, n).astype(np.float64)
+    color = rng.choice(["red", "green", "blue"], n, p=[0.5, 0.3, 0.2]).astype(object)
+    flag = (a > 10).astype(bool)
+    b[rng.random(n) < 0.05] = np.nan
+    color[rng.random(n) < 0.05] = None
+    return {"a": a, "b": b, "count": count, "color": color, "flag": flag}
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    base = {"epochs": 25, "hidden_dims": [32, 16], "latent_dim": 2, "score_samples": 8, "patience": 10}
+    return TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model trained once per session on 800 rows; feature 'a' is required."""
+    columns = make_tiny_columns(800)
+    overrides = Schema(features=[FeatureSpec(name="a", type="numeric", required=True)])
+    result = fit_detector(columns, tiny_config(), overrides, version="test-1", progress=False)
+    directory = tmp_path_factory.mktemp("artifact") / "tiny"
+    result.detector.save(directory)
+    return directory
+
+
+@pytest.fixture
+def settings(tiny_model_dir: Path) -> Settings:
+    return Settings(model_dir=tiny_model_dir, device="cpu", api_token=API_TOKEN, max_batch=50, max_samples=100)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def normal_record() -> dict[str, object]:
+    return {"a": 10.0, "b": 30.1, "count": 3, "color": "red", "flag": False}
+
+
+@pytest.fixture
+def anomalous_record() -> dict[str, object]:
+    return {"a": 10.0, "b": -45.0, "count": 3, "color": "red", "flag": False}
