@@ -23,6 +23,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check model service training tests bench
+	$(BIN)/mypy model service training
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

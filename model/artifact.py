@@ -31,7 +31,7 @@ from model.scoring import ScoringConfig
 from model.thresholds import Threshold
 from model.vae import VAEConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION: Literal[1] = 1
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 
@@ -96,10 +96,20 @@ def save_artifact(directory: Path, manifest_fields: dict[str, Any], state_dict: 
             {**manifest_fields, "model_id": sha[:12], "weights_sha256": sha, "library_versions": library_versions()}
         )
         (staging / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=1))
+        _publish_permissions(staging)
         if directory.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.", dir=directory.parent))
-            os.replace(directory, retired / directory.name)
-            os.replace(staging, directory)
+            try:
+                os.replace(directory, retired / directory.name)
+            except BaseException:
+                retired.rmdir()
+                raise
+            try:
+                os.replace(staging, directory)
+            except BaseException:
+                os.replace(retired / directory.name, directory)  # put the previous artifact back
+                retired.rmdir()
+                raise
             shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(staging, directory)
@@ -107,6 +117,16 @@ def save_artifact(directory: Path, manifest_fields: dict[str, Any], state_dict: 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _publish_permissions(directory: Path) -> None:
+    """mkdtemp makes a 0700 directory: give the artifact the modes a plain mkdir would (umask), so
+    a server running as another user (a container's non-root user) can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.iterdir():
+        os.chmod(path, 0o666 & ~umask)
 
 
 def read_manifest(directory: Path) -> Manifest:

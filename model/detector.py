@@ -42,7 +42,7 @@ def score_columns(
     device = noise.device
     parts = [
         score_batch(vae, codec, batch.slice(start, start + scoring.chunk_size).to(device), noise, scoring.method)
-        for start in range(0, len(batch), scoring.chunk_size)
+        for start in range(0, max(len(batch), 1), scoring.chunk_size)  # one (empty) chunk for no records
     ]
     return concat_terms(parts)
 

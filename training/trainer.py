@@ -84,7 +84,7 @@ of 0.08 standard deviations): at lr 1e-3 that alone would take thousands of step
 def make_optimizer(vae: TabularVAE, config: TrainConfig) -> torch.optim.Optimizer:
     variance = [p for name, p in vae.named_parameters() if name == "numeric_logvar"]
     others = [p for name, p in vae.named_parameters() if name != "numeric_logvar"]
-    groups = [{"params": others}]
+    groups: list[dict[str, Any]] = [{"params": others}]
     if variance:
         groups.append({"params": variance, "lr": config.learning_rate * VARIANCE_LR_FACTOR, "weight_decay": 0.0})
     return torch.optim.Adam(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -169,7 +169,9 @@ def fit_detector(
     best_elbo, best_epoch, best_state = -math.inf, 0, None
     history: list[dict[str, float]] = []
     step = 0
-    bar = tqdm(range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False)
+    bar = tqdm(
+        range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False
+    )
     for epoch in bar:
         vae.train()
         order = torch.randperm(len(train), generator=generator).to(device)
