@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from model.schema import FeatureSpec, Schema
@@ -40,8 +41,13 @@ def tiny_config(**overrides) -> TrainConfig:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained once per session on 800 rows; feature 'a' is required."""
     columns = make_tiny_columns(800)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: extra threads only add contention
     overrides = Schema(features=[FeatureSpec(name="a", type="numeric", required=True)])
-    result = fit_detector(columns, tiny_config(), overrides, version="test-1", progress=False)
+    try:
+        result = fit_detector(columns, tiny_config(), overrides, version="test-1", progress=False)
+    finally:
+        torch.set_num_threads(threads)
     directory = tmp_path_factory.mktemp("artifact") / "tiny"
     result.detector.save(directory)
     return directory

@@ -59,8 +59,10 @@ def write_report(
     low, high = np.percentile(scores, [0.5, 99.5])
     bins = np.linspace(low, high, 60)
     figure, axes = plt.subplots(figsize=(8, 4.5))
-    axes.hist(np.clip(scores[labels == 0], low, high), bins=bins.tolist(), alpha=0.6, density=True, label="normal")
-    axes.hist(np.clip(scores[labels == 1], low, high), bins=bins.tolist(), alpha=0.6, density=True, label="anomaly")
+    for label, name in ((0, "normal"), (1, "anomaly")):
+        if np.any(labels == label):  # an empty class would be a 0/0 density (a RuntimeWarning)
+            clipped = np.clip(scores[labels == label], low, high)
+            axes.hist(clipped, bins=bins.tolist(), alpha=0.6, density=True, label=name)
     for (name, value), color in zip(
         thresholds.items(), ["tab:orange", "tab:red", "tab:purple", "tab:brown"], strict=False
     ):

@@ -64,7 +64,10 @@ def test_put_threshold_by_value_and_by_target(client, normal_record):
     loose = client.put("/thresholds/loose", json={"target_fpr": 0.2}, headers=AUTH).json()["thresholds"]["loose"]
     assert loose["target_fpr"] == 0.2
     assert loose["value"] < client.get("/thresholds").json()["thresholds"]["warn"]["value"]
-    assert client.get("/thresholds").json() == client.put("/thresholds/loose", json={"target_fpr": 0.2}, headers=AUTH).json()
+    assert (
+        client.get("/thresholds").json()
+        == client.put("/thresholds/loose", json={"target_fpr": 0.2}, headers=AUTH).json()
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,7 +111,10 @@ def test_broken_artifact_refuses_to_start(tiny_model_dir, tmp_path):
     broken.mkdir()
     (broken / "manifest.json").write_text((tiny_model_dir / "manifest.json").read_text())
     (broken / "weights.safetensors").write_bytes((tiny_model_dir / "weights.safetensors").read_bytes()[:-10])
-    with pytest.raises(ArtifactError, match="weights.safetensors"), TestClient(create_app(Settings(model_dir=broken))):
+    with (
+        pytest.raises(ArtifactError, match=r"weights\.safetensors"),
+        TestClient(create_app(Settings(model_dir=broken))),
+    ):
         pass
 
 

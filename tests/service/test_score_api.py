@@ -7,7 +7,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 RESULT_FIELDS = {
-    "score", "elbo", "reconstruction_error", "p_value", "is_anomaly", "thresholds_exceeded", "missing", "top_features"
+    "score",
+    "elbo",
+    "reconstruction_error",
+    "p_value",
+    "is_anomaly",
+    "thresholds_exceeded",
+    "missing",
+    "top_features",
 }
 
 
@@ -38,11 +45,9 @@ def test_score_returns_every_field_in_input_order(client, normal_record, anomalo
 def test_scores_do_not_depend_on_batch_or_position(client, normal_record, anomalous_record):
     alone = score(client, [anomalous_record])["results"][0]["score"]
     rng = np.random.default_rng(1)
-    others = [
-        {**normal_record, "a": float(a), "b": float(3 * a + rng.normal(0, 0.5))} for a in rng.normal(10, 2, 40)
-    ]
+    others = [{**normal_record, "a": float(a), "b": float(3 * a + rng.normal(0, 0.5))} for a in rng.normal(10, 2, 40)]
     for position in (0, 17, 40):
-        batch = others[:position] + [anomalous_record] + others[position:]
+        batch = [*others[:position], anomalous_record, *others[position:]]
         in_batch = score(client, batch)["results"][position]["score"]
         np.testing.assert_allclose(in_batch, alone, rtol=1e-5)
     assert score(client, [anomalous_record])["results"][0]["score"] == alone
