@@ -22,13 +22,13 @@ demo: $(STAMP)
 	$(BIN)/vae-anomaly demo
 
 test: $(STAMP)
-	$(BIN)/ruff check model service training tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy model service training
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check model service training tests bench
-	$(BIN)/ruff format --check model service training tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) models/demo data/demo.csv .pytest_cache
