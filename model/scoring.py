@@ -19,7 +19,7 @@ from model.likelihoods import LOG_2PI, feature_log_probs, gaussian_kl
 from model.preprocessing import EncodedBatch, TabularCodec
 from model.vae import DecoderOutput, TabularVAE
 
-ScoreMethod = Literal["elbo", "iwae"]
+ScoreMethod = Literal["elbo", "iwae", "reconstruction"]
 
 
 class ScoringConfig(BaseModel):
@@ -73,7 +73,7 @@ def score_batch(
       log (1/S) sum_s p(x, z_s) / q(z_s | x) (Burda et al., "Importance Weighted Autoencoders", 2016,
       eq. 8), a tighter estimate of -log p(x).
     - reconstruction_error: -log p(x | z = mu) summed over observed features; its terms are the
-      per-feature contributions.
+      per-feature contributions. Method "reconstruction" uses it as the score.
     """
     mu, logvar = vae.encode(batch.x_in)  # (B, L)
     z = vae.reparameterize(mu, logvar, noise)  # (S, B, L)
@@ -84,10 +84,12 @@ def score_batch(
         log_prior = -0.5 * torch.sum(LOG_2PI + z**2, dim=-1)  # (S, B)
         log_w = log_px + log_prior - _log_normal(z, mu, logvar)
         score = -(torch.logsumexp(log_w.double(), dim=0) - math.log(noise.shape[0]))
-    else:
-        score = -elbo
     expected = vae.decode(mu)
     contributions = -feature_log_probs(codec, expected, batch).double()  # (B, F)
+    if method == "reconstruction":
+        score = contributions.sum(-1)
+    elif method == "elbo":
+        score = -elbo
     return ScoreTerms(
         score=score.cpu().numpy(),
         elbo=elbo.cpu().numpy(),

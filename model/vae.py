@@ -18,9 +18,10 @@ from model.networks import mlp
 LATENT_LOGVAR_RANGE = (-12.0, 8.0)
 """Posterior log-variances are clamped here before `exp`: keeps sigma in [2.5e-3, 55]."""
 
-NUMERIC_LOGVAR_RANGE = (-9.0, 4.0)
-"""Decoder log-variances of numeric features, in standardised units: sigma in [0.011, 7.4]. The floor
-keeps a Gaussian from collapsing onto a discrete value and giving unbounded likelihoods."""
+NUMERIC_LOGVAR_MAX = 4.0
+"""Largest decoder log-variance of a numeric feature (standardised units): sigma <= 7.4. The lower
+bound is `VAEConfig.numeric_logvar_min`: it keeps a Gaussian from collapsing onto a discrete value
+and giving unbounded likelihoods."""
 
 
 class VAEConfig(BaseModel):
@@ -34,7 +35,8 @@ class VAEConfig(BaseModel):
     n_numeric: int = Field(ge=0)
     category_sizes: list[int]
     n_boolean: int = Field(ge=0)
-    numeric_variance: Literal["feature", "sample"] = "feature"
+    numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
+    numeric_logvar_min: float = Field(default=-9.0, le=0.0)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
     @property
@@ -84,9 +86,11 @@ class TabularVAE(nn.Module):
         if c.numeric_variance == "sample":
             numeric_logvar = out[..., n : 2 * n]
             offset += n
-        else:
+        elif c.numeric_variance == "feature":
             numeric_logvar = self.numeric_logvar.expand_as(numeric_mean)
-        numeric_logvar = numeric_logvar.clamp(*NUMERIC_LOGVAR_RANGE)
+        else:  # fixed: unit variance in standardised units, the likelihood of a plain squared error
+            numeric_logvar = torch.zeros_like(numeric_mean)
+        numeric_logvar = numeric_logvar.clamp(c.numeric_logvar_min, NUMERIC_LOGVAR_MAX)
         category_logits = []
         for size in c.category_sizes:
             category_logits.append(out[..., offset : offset + size])

@@ -35,21 +35,22 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(default=200, ge=1)
+    epochs: int = Field(default=400, ge=1)
     batch_size: int | None = Field(default=None, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     latent_dim: int | None = Field(default=None, ge=1)
     hidden_dims: list[int] | None = None
     beta: float = Field(default=1.0, ge=0)
     kl_warmup_epochs: int = Field(default=10, ge=0)
-    patience: int = Field(default=20, ge=1)
+    patience: int = Field(default=50, ge=1)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     calibration_fraction: float = Field(default=0.2, gt=0, lt=0.5)
-    numeric_variance: Literal["feature", "sample"] = "feature"
+    numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
+    numeric_logvar_min: float = Field(default=-4.6, le=0.0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
     feature_dropout: float = Field(default=0.0, ge=0, lt=1)
-    score_method: Literal["elbo", "iwae"] = "elbo"
+    score_method: Literal["elbo", "iwae", "reconstruction"] = "elbo"
     score_samples: int = Field(default=32, ge=1)
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TARGETS))
     active_threshold: str = "warn"
@@ -71,6 +72,7 @@ def network_config(codec: TabularCodec, config: TrainConfig) -> VAEConfig:
         category_sizes=codec.category_sizes,
         n_boolean=len(codec.boolean),
         numeric_variance=config.numeric_variance,
+        numeric_logvar_min=config.numeric_logvar_min,
         dropout=config.dropout,
     )
 
