@@ -32,3 +32,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) models/demo data/demo.csv .pytest_cache
+
+# Detection benchmark (PyOD is an optional extra); data from ../shared/datasets, see docs/BENCHMARKS.md.
+bench-quick: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.detection --quick

@@ -3,6 +3,7 @@ lifespan runs (`with TestClient(...)`), each app with its own metrics registry."
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,30 @@ from service.settings import Settings
 from training.trainer import TrainConfig, fit_detector
 
 API_TOKEN = "test-token-0123456789"
+
+SCORE_RESULT_FIELDS = (
+    *("score", "elbo", "reconstruction_error", "p_value", "is_anomaly"),
+    *("thresholds_exceeded", "missing", "top_features"),
+)
+"""The fields of one `/score` result, which `vae-anomaly score` writes as columns too."""
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch with one intra-op thread. The networks here are tiny: with more threads, OpenMP
+    workers spin against any other load on a 2-core machine and training gets ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_per_module() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 def make_tiny_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -41,13 +66,9 @@ def tiny_config(**overrides) -> TrainConfig:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained once per session on 800 rows; feature 'a' is required."""
     columns = make_tiny_columns(800)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: extra threads only add contention
     overrides = Schema(features=[FeatureSpec(name="a", type="numeric", required=True)])
-    try:
+    with one_thread():
         result = fit_detector(columns, tiny_config(), overrides, version="test-1", progress=False)
-    finally:
-        torch.set_num_threads(threads)
     directory = tmp_path_factory.mktemp("artifact") / "tiny"
     result.detector.save(directory)
     return directory

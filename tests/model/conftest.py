@@ -7,16 +7,13 @@ Helpers are handed out as fixtures (not imported from here), so the tests work i
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
-import torch
 
 from model.detector import Detector
 from model.preprocessing import NumericStats, Preprocessing, TabularCodec
 from model.schema import FeatureSpec, Schema
+from tests.conftest import one_thread
 from training.trainer import TrainConfig, fit_detector
 
 MIXED_THRESHOLDS = {"warn": 0.05, "critical": 0.02}
@@ -56,24 +53,6 @@ def tiny_config(**changes: object) -> TrainConfig:
     }
     fields.update(changes)
     return TrainConfig(**fields)
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch with one intra-op thread. The networks here are tiny: with more threads, OpenMP
-    workers spin against any other load on a 2-core machine and training gets ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread_per_module() -> Iterator[None]:
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -13,17 +13,7 @@ import torch
 from model.detector import Detector, score_columns, score_results
 from model.likelihoods import UNSEEN_CATEGORY_LOG_PROB
 from model.scoring import ScoringConfig, posterior_noise, score_batch
-
-RESULT_KEYS = {
-    "score",
-    "elbo",
-    "reconstruction_error",
-    "p_value",
-    "is_anomaly",
-    "thresholds_exceeded",
-    "missing",
-    "top_features",
-}
+from tests.conftest import SCORE_RESULT_FIELDS
 
 
 def _terms(detector: Detector, records: list[dict]):
@@ -261,7 +251,7 @@ def test_score_results_fields(mixed_detector: Detector, mixed_records: list[dict
     assert len(results) == 40
     calibration_size = len(d.manifest.calibration_scores)
     for i, result in enumerate(results):
-        assert set(result) == RESULT_KEYS
+        assert set(result) == set(SCORE_RESULT_FIELDS)
         assert result["score"] == pytest.approx(terms.score[i])
         assert 1 / (calibration_size + 1) <= result["p_value"] <= 1.0
         exceeded = [name for name, t in d.thresholds.thresholds.items() if result["score"] > t.value]

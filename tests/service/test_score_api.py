@@ -6,16 +6,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-RESULT_FIELDS = {
-    "score",
-    "elbo",
-    "reconstruction_error",
-    "p_value",
-    "is_anomaly",
-    "thresholds_exceeded",
-    "missing",
-    "top_features",
-}
+from tests.conftest import SCORE_RESULT_FIELDS
 
 
 def score(client: TestClient, records: list, **extra) -> dict:
@@ -29,7 +20,7 @@ def test_score_returns_every_field_in_input_order(client, normal_record, anomalo
     assert set(body["model"]) == {"id", "version"}
     assert body["model"]["version"] == "test-1"
     first, second = body["results"]
-    assert set(first) == RESULT_FIELDS
+    assert set(first) == set(SCORE_RESULT_FIELDS)
     assert second["score"] > first["score"]
     assert second["is_anomaly"] and not first["is_anomaly"]
     assert "warn" in second["thresholds_exceeded"]

@@ -15,21 +15,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from model.artifact import MANIFEST, WEIGHTS
 from model.detector import Detector
+from tests.conftest import SCORE_RESULT_FIELDS
 from training.cli import main
 from training.data import read_table
 
 THRESHOLDS = ["--threshold", "warn=0.05", "--threshold", "critical=0.02"]
 TRAIN = ["--epochs", "15", "--quiet", "--device", "cpu", *THRESHOLDS]
-SCORE_COLUMNS = [
-    "score",
-    "elbo",
-    "reconstruction_error",
-    "p_value",
-    "is_anomaly",
-    "thresholds_exceeded",
-    "missing",
-    "top_features",
-]
 
 
 def _run(argv: list[str]) -> tuple[int, str, str]:
@@ -124,7 +115,7 @@ def test_score_to_csv(csv_model: tuple[Path, str], labelled_csv: Path, in_proces
     assert main(["score", str(csv_model[0]), str(labelled_csv), "--out", str(out), "--device", "cpu"]) == 0
     assert capsys.readouterr().err.strip().startswith(f"330 rows scored → {out}")
     frame = pd.read_csv(out, keep_default_na=False)
-    assert list(frame.columns) == SCORE_COLUMNS
+    assert list(frame.columns) == list(SCORE_RESULT_FIELDS)
     _, _, results = in_process
     assert len(frame) == len(results) == 330
     np.testing.assert_allclose(frame["score"].to_numpy(), [r["score"] for r in results], rtol=1e-12)
@@ -157,7 +148,7 @@ def test_score_to_jsonl(csv_model: tuple[Path, str], labelled_csv: Path, in_proc
     rows = [json.loads(line) for line in lines]
     _, _, results = in_process
     assert [r["score"] for r in rows] == pytest.approx([r["score"] for r in results], rel=1e-12)
-    assert all(set(r) == set(SCORE_COLUMNS) for r in rows)
+    assert all(set(r) == set(SCORE_RESULT_FIELDS) for r in rows)
     assert all(len(r["top_features"]) <= 1 for r in rows)
     assert [r["missing"] for r in rows] == [r["missing"] for r in results]
 
@@ -171,7 +162,7 @@ def test_score_to_stdout(csv_model: tuple[Path, str], labelled_csv: Path, labell
     pd.read_csv(labelled_csv).head(3).to_csv(small, index=False)
     assert main(["score", str(csv_model[0]), str(small), "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all(set(json.loads(line)) == set(SCORE_COLUMNS) for line in lines)
+    assert len(lines) == 3 and all(set(json.loads(line)) == set(SCORE_RESULT_FIELDS) for line in lines)
 
 
 def test_score_a_file_without_rows(csv_model: tuple[Path, str], labelled_csv: Path, tmp_path: Path, capsys):
