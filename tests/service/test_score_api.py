@@ -41,7 +41,7 @@ def test_scores_do_not_depend_on_batch_or_position(client, normal_record, anomal
         batch = [*others[:position], anomalous_record, *others[position:]]
         in_batch = score(client, batch)["results"][position]["score"]
         np.testing.assert_allclose(in_batch, alone, rtol=1e-5)
-    assert score(client, [anomalous_record])["results"][0]["score"] == alone
+    np.testing.assert_allclose(score(client, [anomalous_record])["results"][0]["score"], alone, rtol=1e-5)
 
 
 def test_missing_values_are_listed_and_scored(client, normal_record):
@@ -74,11 +74,22 @@ def test_reconstruct_imputes_missing_features(client, normal_record):
     assert isinstance(result["reconstruction"]["count"], int)
 
 
+def same_samples(first: list[dict], second: list[dict]) -> bool:
+    """Equal records; numbers within float32 round-off, since requests run on threadpool threads whose
+    intra-op thread counts (and so matmul summation orders) may differ."""
+    return len(first) == len(second) and all(
+        a.keys() == b.keys()
+        and all(b[k] == pytest.approx(v, rel=1e-6) if isinstance(v, float) else b[k] == v for k, v in a.items())
+        for a, b in zip(first, second, strict=True)
+    )
+
+
 def test_sample_is_repeatable_with_a_seed(client):
     first = client.post("/sample", json={"n": 5, "seed": 7}).json()
     again = client.post("/sample", json={"n": 5, "seed": 7}).json()
     other = client.post("/sample", json={"n": 5, "seed": 8}).json()
-    assert first["samples"] == again["samples"] != other["samples"]
+    assert same_samples(first["samples"], again["samples"])
+    assert not same_samples(first["samples"], other["samples"])
     assert len(first["samples"]) == 5
     record = first["samples"][0]
     assert set(record) == {"a", "b", "count", "color", "flag"}
@@ -97,4 +108,4 @@ def test_samples_follow_the_training_distribution(client):
 def test_sample_without_seed_reports_the_seed_used(client):
     body = client.post("/sample", json={"n": 2}).json()
     again = client.post("/sample", json={"n": 2, "seed": body["seed"]}).json()
-    assert again["samples"] == body["samples"]
+    assert same_samples(again["samples"], body["samples"])
