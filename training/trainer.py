@@ -132,6 +132,72 @@ def _hide_features(batch: EncodedBatch, owners: torch.Tensor, rate: float, gener
     return hidden
 
 
+def _train_epochs(
+    vae: TabularVAE,
+    codec: TabularCodec,
+    train: EncodedBatch,
+    validation: EncodedBatch,
+    validation_noise: torch.Tensor,
+    owners: torch.Tensor,
+    batch_size: int,
+    config: TrainConfig,
+    epochs: tqdm,
+) -> tuple[list[dict[str, float]], int, float]:
+    """Train until early stopping; leaves `vae` holding the weights of the best validation epoch.
+
+    Returns the per-epoch history, the best epoch and its validation ELBO (nats per row).
+    """
+    device = train.x_in.device
+    latent_dim = vae.config.latent_dim
+    optimizer = make_optimizer(vae, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    warmup_steps = config.kl_warmup_epochs * math.ceil(len(train) / batch_size)
+    best_elbo, best_epoch, best_state = -math.inf, 0, None
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in epochs:
+        vae.train()
+        order = torch.randperm(len(train), generator=generator).to(device)
+        recon_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+        kl_sum = torch.zeros((), device=device)
+        for start in range(0, len(train), batch_size):
+            index = order[start : start + batch_size]
+            batch = EncodedBatch(**{k: v[index] for k, v in train.__dict__.items()})
+            if config.feature_dropout > 0:
+                batch = _hide_features(batch, owners, config.feature_dropout, generator)
+            eps = torch.randn((1, len(index), latent_dim), generator=generator).to(device)
+            log_px, kl = _elbo_parts(vae, codec, batch, eps)
+            weight = config.beta * (min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0)
+            loss = -(log_px - weight * kl).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            recon_sum += -log_px.detach().sum()
+            kl_sum += kl.detach().sum()
+        val_elbo = _mean_elbo(vae, codec, validation, validation_noise, 4096)
+        record = {
+            "epoch": epoch,
+            "train_recon": float(recon_sum) / len(train),
+            "train_kl": float(kl_sum) / len(train),
+            "validation_elbo": val_elbo,
+        }
+        history.append(record)
+        epochs.set_postfix(
+            recon=f"{record['train_recon']:.3f}", kl=f"{record['train_kl']:.3f}", val_elbo=f"{val_elbo:.3f}"
+        )
+        # Early stopping only counts once the KL weight has reached its final value.
+        if val_elbo > best_elbo or epoch <= config.kl_warmup_epochs:
+            best_elbo, best_epoch = val_elbo, epoch
+            best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+        elif epoch - best_epoch >= config.patience:
+            break
+    epochs.close()
+    assert best_state is not None
+    vae.load_state_dict(best_state)
+    return history, best_epoch, best_elbo
+
+
 def fit_detector(
     columns: dict[str, np.ndarray],
     config: TrainConfig,
@@ -161,58 +227,14 @@ def fit_detector(
     train = codec.encode(rows(split.train)).to(device)
     validation = codec.encode(rows(split.validation)).to(device)
     owners = torch.from_numpy(codec.input_feature_index()).to(device)
-    optimizer = make_optimizer(vae, config)
-    generator = torch.Generator().manual_seed(config.seed)
     validation_noise = posterior_noise(8, net_config.latent_dim, config.seed + 1).to(device)
     batch_size = config.batch_size or auto_batch_size(len(train))
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    warmup_steps = config.kl_warmup_epochs * steps_per_epoch
-
-    best_elbo, best_epoch, best_state = -math.inf, 0, None
-    history: list[dict[str, float]] = []
-    step = 0
-    bar = tqdm(
+    progress_bar = tqdm(
         range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False
     )
-    for epoch in bar:
-        vae.train()
-        order = torch.randperm(len(train), generator=generator).to(device)
-        sums = {"recon": 0.0, "kl": 0.0}
-        for start in range(0, len(train), batch_size):
-            index = order[start : start + batch_size]
-            batch = EncodedBatch(**{k: v[index] for k, v in train.__dict__.items()})
-            if config.feature_dropout > 0:
-                batch = _hide_features(batch, owners, config.feature_dropout, generator)
-            eps = torch.randn((1, len(index), net_config.latent_dim), generator=generator).to(device)
-            log_px, kl = _elbo_parts(vae, codec, batch, eps)
-            weight = config.beta * (min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0)
-            loss = -(log_px - weight * kl).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            sums["recon"] += float(-log_px.detach().sum())
-            sums["kl"] += float(kl.detach().sum())
-        val_elbo = _mean_elbo(vae, codec, validation, validation_noise, 4096)
-        record = {
-            "epoch": epoch,
-            "train_recon": sums["recon"] / len(train),
-            "train_kl": sums["kl"] / len(train),
-            "validation_elbo": val_elbo,
-        }
-        history.append(record)
-        bar.set_postfix(
-            recon=f"{record['train_recon']:.3f}", kl=f"{record['train_kl']:.3f}", val_elbo=f"{val_elbo:.3f}"
-        )
-        # Early stopping only counts once the KL weight has reached its final value.
-        if val_elbo > best_elbo or epoch <= config.kl_warmup_epochs:
-            best_elbo, best_epoch = val_elbo, epoch
-            best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
-        elif epoch - best_epoch >= config.patience:
-            break
-    bar.close()
-    assert best_state is not None
-    vae.load_state_dict(best_state)
+    history, best_epoch, best_elbo = _train_epochs(
+        vae, codec, train, validation, validation_noise, owners, batch_size, config, progress_bar
+    )
     vae.eval()
 
     scoring = ScoringConfig(method=config.score_method, n_samples=config.score_samples, seed=config.seed)
