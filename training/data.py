@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from model.schema import Schema
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUPPORTED = (".csv", ".parquet", ".pq", ".npz")
 
@@ -37,6 +40,8 @@ class Table:
 
 def _frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """DataFrame → numpy columns: numeric dtypes as float64 or int, everything else as object with None."""
+    import pandas as pd
+
     columns = {}
     for name in frame.columns:
         series = frame[name]
@@ -59,7 +64,10 @@ def read_table(
     """Read a data file. NPZ: arrays X (n, d) → features x0..x{d-1}, optional y as the label.
 
     With a schema, categorical columns are read as text so codes like 007 keep their spelling.
+    pandas is imported here, not at module level, so `vae-anomaly serve` never loads it.
     """
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")

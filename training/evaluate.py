@@ -6,12 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 
 def detection_metrics(scores: np.ndarray, labels: np.ndarray, thresholds: dict[str, float]) -> dict[str, object]:
     """labels: 1 = anomaly, 0 = normal; scores: higher = more anomalous; a record is flagged when
     score > threshold, exactly as in scoring."""
+    from sklearn.metrics import average_precision_score, roc_auc_score  # not loaded by `serve`
+
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     both = 0 < labels.sum() < labels.size
@@ -48,6 +49,7 @@ def write_report(
 ) -> list[Path]:
     """Write histogram.png, roc.png and report.md into `directory`; returns the paths written."""
     import matplotlib
+    from sklearn.metrics import roc_curve
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
