@@ -46,6 +46,22 @@ def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
+async def read_body(request: Request, model: type[Body], max_records: int | None = None) -> Body:
+    """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts),
+    refuse more than `max_records` records with a 413 before validating them, then validate."""
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(
+            400, f"malformed JSON (NaN and Infinity are not JSON): {exc}", "json_invalid", ("body",)
+        ) from exc
+    if not isinstance(data, dict):
+        raise ApiError(422, "expected a JSON object", "model_type", ("body",))
+    if max_records is not None:
+        _check_batch(data, max_records)
+    return _validate(model, data)
+
+
 def _validate(model: type[Body], data: dict[str, Any]) -> Body:
     try:
         return model.model_validate(data)
@@ -84,7 +100,7 @@ def _json(payload: Any, status: int = 200) -> Response:
 )
 async def score(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Score records: higher = more anomalous; `is_anomaly` follows the active threshold."""
-    _, body = await _parse(request, await request.body(), ScoreRequest, state)
+    body = await read_body(request, ScoreRequest, state.settings.max_batch)
     detector, metrics = state.loaded()
 
     def run() -> list[dict[str, Any]]:
@@ -97,20 +113,6 @@ async def score(request: Request, state: ServiceState = Depends(get_state)) -> R
     return _json({"model": _model_ref(state), "results": results})
 
 
-async def _parse(request: Request, raw: bytes, model: type[Body], state: ServiceState) -> tuple[dict, Body]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(
-            400, f"malformed JSON (NaN and Infinity are not JSON): {exc}", "json_invalid", ("body",)
-        ) from exc
-    if not isinstance(data, dict):
-        raise ApiError(422, "expected a JSON object", "model_type", ("body",))
-    if model is ScoreRequest:
-        _check_batch(data, state.settings.max_batch)
-    return data, _validate(model, data)
-
-
 @router.post(
     "/reconstruct",
     response_model=ReconstructResponse,
@@ -120,7 +122,7 @@ async def _parse(request: Request, raw: bytes, model: type[Body], state: Service
 )
 async def reconstruct(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Reconstruct records at the posterior mean: denoised values, missing ones imputed."""
-    _, body = await _parse(request, await request.body(), ScoreRequest, state)
+    body = await read_body(request, ScoreRequest, state.settings.max_batch)
     detector, _ = state.loaded()
     results = await run_in_threadpool(lambda: detector.reconstruct(detector.columns_from_records(body.records)))
     return _json({"model": _model_ref(state), "results": results})
@@ -135,7 +137,7 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
 )
 async def sample(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Draw new records from the model (z from the prior, then x from p(x|z))."""
-    _, body = await _parse(request, await request.body(), SampleRequest, state)
+    body = await read_body(request, SampleRequest)
     if body.n > state.settings.max_samples:
         raise ApiError(
             413,
@@ -204,7 +206,7 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
             "name_pattern",
             ("path", "name"),
         )
-    _, body = await _parse(request, await request.body(), ThresholdUpdate, state)
+    body = await read_body(request, ThresholdUpdate)
     detector, _ = state.loaded()
     with state.threshold_lock:
         current = detector.thresholds
@@ -227,7 +229,7 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
 )
 async def put_active_threshold(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Choose the threshold behind `is_anomaly`."""
-    _, body = await _parse(request, await request.body(), ActiveThresholdUpdate, state)
+    body = await read_body(request, ActiveThresholdUpdate)
     detector, _ = state.loaded()
     with state.threshold_lock:
         current = detector.thresholds
