@@ -144,8 +144,12 @@ class Detector:
         return self.codec.decode_records(expected.numeric_mean.double().numpy(), category_index, boolean_value)
 
     def reconstruct(self, columns: Columns) -> list[dict[str, object]]:
-        """Reconstruction (denoised record, missing entries imputed) and per-feature errors."""
-        terms = self.terms(columns)
+        """Reconstruction (denoised record, missing entries imputed) and per-feature errors.
+
+        Both come from the decoder at the posterior mean, which no noise draw affects, so one draw
+        instead of `scoring.n_samples` spares the sampled ELBO this method does not report.
+        """
+        terms = score_columns(self.vae, self.codec, columns, self.noise[:1], self.manifest.scoring)
         reconstructions = self.expected_records(terms)
         missing = self.codec.missing(columns)
         names = self.schema.names
