@@ -19,12 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model import __version__
 from model.errors import ArtifactError
+from model.image_vae import ImageVAEConfig
+from model.images import ImageSpec, PixelBaseline
 from model.preprocessing import Preprocessing
 from model.schema import Schema
 from model.scoring import ScoringConfig
@@ -36,26 +38,53 @@ MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 
 
+ModelKind = Literal["tabular", "image"]
+
+
 class Manifest(BaseModel):
-    """Describes a trained model completely, apart from its weights."""
+    """Describes a trained model completely, apart from its weights.
+
+    `kind` decides which parts are present: a tabular model has `schema` and `preprocessing`, an
+    image model has `image` (the geometry inputs are conformed to); `network` matches the kind.
+    """
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
 
     format_version: Literal[1] = FORMAT_VERSION
-    kind: Literal["tabular"] = "tabular"
+    kind: ModelKind = "tabular"
     model_id: str
     version: str
     created_at: str
     library_versions: dict[str, str]
-    feature_schema: Schema = Field(alias="schema")
-    preprocessing: Preprocessing
-    network: VAEConfig
+    feature_schema: Schema | None = Field(default=None, alias="schema")
+    preprocessing: Preprocessing | None = None
+    image: ImageSpec | None = None
+    pixel_baseline: PixelBaseline | None = None
+    network: VAEConfig | ImageVAEConfig
     scoring: ScoringConfig
     thresholds: dict[str, Threshold]
     active_threshold: str
     calibration_scores: list[float]
     training: dict[str, Any]
     weights_sha256: str
+
+    @model_validator(mode="after")
+    def _parts_match_kind(self) -> Manifest:
+        if self.kind == "tabular":
+            ok = self.feature_schema is not None and self.preprocessing is not None and self.image is None
+            ok = ok and isinstance(self.network, VAEConfig)
+            if not ok:
+                raise ValueError("a tabular model needs 'schema', 'preprocessing' and a tabular network, no 'image'")
+        else:
+            ok = self.image is not None and self.pixel_baseline is not None
+            ok = ok and self.feature_schema is None and self.preprocessing is None
+            ok = ok and isinstance(self.network, ImageVAEConfig)
+            if not ok:
+                raise ValueError(
+                    "an image model needs 'image', 'pixel_baseline' and an image network, "
+                    "no 'schema' or 'preprocessing'"
+                )
+        return self
 
 
 def library_versions() -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""`Detector`: a loaded model ready to score, reconstruct, sample and encode.
+"""`Detector`: a loaded tabular model ready to score, reconstruct, sample and encode.
 
 It ties the artifact's parts together (schema, codec, network, scoring config, thresholds) and is
-what the CLI, the service and the benchmarks hold. Scoring large inputs runs in fixed-size chunks so
+what the CLI, the service and the benchmarks hold for tabular data (`model.image_detector` is its
+image counterpart; `model.base_detector` what both share). Scoring large inputs runs in fixed-size chunks so
 memory stays bounded whatever the batch size.
 """
 
@@ -9,29 +10,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from model.artifact import Manifest, load_artifact, save_artifact
-from model.errors import ArtifactError
+from model.artifact import Manifest
+from model.base_detector import BaseDetector, ScoreBatch, resolve_device
 from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns, records_to_columns
-from model.scoring import ScoreTerms, ScoringConfig, concat_terms, posterior_noise, score_batch
-from model.thresholds import ThresholdSet, p_values, sort_calibration
-from model.vae import TabularVAE
+from model.scoring import ScoreTerms, ScoringConfig, concat_terms, score_batch
+from model.vae import DecoderOutput, TabularVAE, VAEConfig
+
+__all__ = ["Detector", "ScoreBatch", "resolve_device", "score_columns", "score_results"]
 
 logger = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' → CUDA when available, else CPU; 'cuda' without CUDA is an error, not a silent CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ArtifactError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
-    return torch.device(device)
 
 
 def score_columns(
@@ -47,57 +38,23 @@ def score_columns(
     return concat_terms(parts)
 
 
-@dataclass
-class ScoreBatch:
-    """Scores of B records plus what is needed to explain them."""
+class Detector(BaseDetector):
+    """A trained tabular VAE with its schema, codec, scoring configuration and thresholds."""
 
-    terms: ScoreTerms
-    p_value: np.ndarray  # (B,)
-    exceeded: np.ndarray  # (B, T) bool, T = thresholds.names
-    missing: np.ndarray  # (B, F) bool
-    columns: Columns
-    thresholds: ThresholdSet
-
-    def __len__(self) -> int:
-        return self.terms.score.shape[0]
-
-
-class Detector:
-    """A trained VAE with its codec, scoring configuration and thresholds."""
+    kind = "tabular"
+    vae: TabularVAE
 
     def __init__(self, manifest: Manifest, vae: TabularVAE, device: torch.device):
-        self.manifest = manifest
-        self.vae = vae.to(device).eval()
-        self.device = device
+        super().__init__(manifest, vae, device)
+        assert manifest.feature_schema is not None and manifest.preprocessing is not None
         self.schema = manifest.feature_schema
         self.feature_by_name = {f.name: f for f in self.schema.features}
         self.codec = TabularCodec(self.schema, manifest.preprocessing)
-        scoring = manifest.scoring
-        self.noise = posterior_noise(scoring.n_samples, manifest.network.latent_dim, scoring.seed).to(device)
-        self.thresholds = ThresholdSet(
-            sort_calibration(manifest.calibration_scores), dict(manifest.thresholds), manifest.active_threshold
-        )
 
-    def save(self, directory: Path) -> Manifest:
-        """Write this detector as an artifact directory; its manifest gains the real model id."""
-        fields = self.manifest.model_dump(by_alias=True, exclude={"model_id", "weights_sha256", "library_versions"})
-        fields["thresholds"] = self.thresholds.thresholds
-        fields["active_threshold"] = self.thresholds.active
-        self.manifest = save_artifact(directory, fields, self.vae.state_dict())
-        return self.manifest
-
-    @classmethod
-    def load(cls, directory: Path, device: str = "auto") -> Detector:
-        """Load an artifact directory; raises `ArtifactError` on anything missing or altered."""
-        manifest, tensors = load_artifact(directory)
-        vae = TabularVAE(manifest.network)
-        try:
-            vae.load_state_dict(tensors, strict=True)
-        except RuntimeError as exc:
-            raise ArtifactError(
-                f"{Path(directory) / 'weights.safetensors'}: weights do not fit the manifest's network: {exc}"
-            ) from exc
-        return cls(manifest, vae, resolve_device(device))
+    @staticmethod
+    def build_network(manifest: Manifest) -> TabularVAE:
+        assert isinstance(manifest.network, VAEConfig)
+        return TabularVAE(manifest.network)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -113,28 +70,25 @@ class Detector:
         """Score checked columns in chunks of `scoring.chunk_size` records."""
         return score_columns(self.vae, self.codec, columns, self.noise, self.manifest.scoring)
 
-    def score(self, columns: Columns) -> ScoreBatch:
-        """Scores, p-values and threshold decisions for checked columns."""
-        thresholds = self.thresholds  # one snapshot for the whole batch
-        terms = self.terms(columns)
-        return ScoreBatch(
-            terms=terms,
-            p_value=p_values(thresholds.calibration, terms.score),
-            exceeded=thresholds.exceeded(terms.score),
-            missing=self.codec.missing(columns),
-            columns=columns,
-            thresholds=thresholds,
-        )
+    def missing(self, columns: Columns) -> np.ndarray:
+        return self.codec.missing(columns)
 
     def score_results(self, columns: Columns, explain: int = 3) -> list[dict[str, object]]:
         """The `/score` result objects, in input order."""
         return score_results(self, self.score(columns), explain)
+
+    def results(self, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
+        return score_results(self, scored, explain)
+
+    def warm_up(self) -> None:
+        self.score(self.columns_from_records(self.sample(4, seed=0)))
 
     # -- reconstruction, sampling, latent space -------------------------------------------------
 
     def expected_records(self, terms: ScoreTerms) -> list[dict[str, object]]:
         """The decoder's most likely record at the posterior mean, in original units."""
         expected = terms.expected
+        assert isinstance(expected, DecoderOutput)
         category_index = (
             np.stack([logits.argmax(-1).numpy() for logits in expected.category_logits], axis=1)
             if expected.category_logits
@@ -180,17 +134,11 @@ class Detector:
         boolean = (torch.rand(probs.shape, generator=generator, dtype=torch.float64) < probs).double().numpy()
         return self.codec.decode_records(numeric.double().numpy(), category_index, boolean)
 
-    def encode(self, columns: Columns) -> np.ndarray:
-        """Posterior means (B, L): the latent coordinates of each record."""
-        return self.terms(columns).latent_mean
-
 
 def score_results(detector: Detector, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
     """Build one JSON-ready result per record (see the `/score` contract in the README)."""
     terms = scored.terms
     names = detector.schema.names
-    threshold_names = scored.thresholds.names
-    active_index = threshold_names.index(scored.thresholds.active)
     expected = detector.expected_records(terms) if explain > 0 else None
     # Missing features contribute nothing, so they sink below every observed one in the ranking.
     ranked = np.argsort(-np.where(scored.missing, -np.inf, terms.contributions), axis=1, kind="stable")
@@ -202,7 +150,7 @@ def score_results(detector: Detector, scored: ScoreBatch, explain: int) -> list[
                 if scored.missing[i, j]:
                     break
                 name = names[j]
-                value = scored.columns[name][i]
+                value = scored.inputs[name][i]
                 top.append(
                     {
                         "feature": name,
@@ -213,12 +161,7 @@ def score_results(detector: Detector, scored: ScoreBatch, explain: int) -> list[
                 )
         results.append(
             {
-                "score": float(terms.score[i]),
-                "elbo": float(terms.elbo[i]),
-                "reconstruction_error": float(terms.reconstruction_error[i]),
-                "p_value": float(scored.p_value[i]),
-                "is_anomaly": bool(scored.exceeded[i, active_index]),
-                "thresholds_exceeded": [t for k, t in enumerate(threshold_names) if scored.exceeded[i, k]],
+                **detector.result_fields(scored, i),
                 "missing": [name for j, name in enumerate(names) if scored.missing[i, j]],
                 "top_features": top,
             }

@@ -3,6 +3,9 @@
 Likelihoods are computed over observed entries only (a missing entry contributes 0), which is what
 lets the same model score and impute records with gaps (Nazabal et al., "Handling incomplete
 heterogeneous data using VAEs", 2020, eq. 5). Numeric features are Gaussian in standardised units.
+
+Images have one likelihood term per pixel (channels summed), see `pixel_log_probs`; `log_probs`
+picks the right one, so scoring and training are written once for both kinds.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from model.image_vae import ImageDecoderOutput
+from model.images import ImageBatch
 from model.preprocessing import EncodedBatch, TabularCodec
 from model.vae import DecoderOutput
 
@@ -55,3 +60,36 @@ def feature_log_probs(codec: TabularCodec, decoded: DecoderOutput, batch: Encode
         lp = -F.binary_cross_entropy_with_logits(decoded.boolean_logits, target, reduction="none")
         out[..., codec.boolean_positions] = torch.where(batch.boolean_mask, lp, 0.0)
     return out
+
+
+def continuous_bernoulli_log_norm(logits: torch.Tensor) -> torch.Tensor:
+    """log C(lambda) of the continuous Bernoulli, lambda = sigmoid(l): C = l / tanh(l / 2), which
+    tends to 2 + l²/6 as l → 0 (Loaiza-Ganem & Cunningham 2019, eq. 4, written in logits)."""
+    small = logits.abs() < 1e-3
+    safe = torch.where(small, torch.ones_like(logits), logits)
+    norm = torch.log(safe / torch.tanh(safe / 2))
+    return torch.where(small, math.log(2.0) + logits**2 / 12, norm)
+
+
+def pixel_log_probs(decoded: ImageDecoderOutput, batch: ImageBatch) -> torch.Tensor:
+    """log p(x_pixel | z), channels summed: (..., B, H * W)."""
+    x = batch.x.expand_as(decoded.out)
+    if decoded.likelihood == "gaussian":
+        assert decoded.logvar is not None
+        lp = gaussian_log_prob(x, torch.sigmoid(decoded.out), decoded.logvar)
+    else:
+        lp = -F.binary_cross_entropy_with_logits(decoded.out, x, reduction="none")
+        if decoded.likelihood == "continuous_bernoulli":
+            lp = lp + continuous_bernoulli_log_norm(decoded.out)
+    return lp.sum(-3).flatten(-2)
+
+
+def log_probs(
+    codec: TabularCodec | None, decoded: DecoderOutput | ImageDecoderOutput, batch: EncodedBatch | ImageBatch
+) -> torch.Tensor:
+    """Per-feature (tabular) or per-pixel (image) log-likelihoods, (..., B, F)."""
+    if isinstance(batch, ImageBatch):
+        assert isinstance(decoded, ImageDecoderOutput)
+        return pixel_log_probs(decoded, batch)
+    assert codec is not None and isinstance(decoded, DecoderOutput)
+    return feature_log_probs(codec, decoded, batch)

@@ -261,6 +261,9 @@ class EncodedBatch:
     def slice(self, start: int, stop: int) -> EncodedBatch:
         return EncodedBatch(**{k: v[start:stop] for k, v in self.__dict__.items()})
 
+    def select(self, index: torch.Tensor) -> EncodedBatch:
+        return EncodedBatch(**{k: v[index] for k, v in self.__dict__.items()})
+
 
 class TabularCodec:
     """Encodes checked columns into an `EncodedBatch` and decodes model outputs to original units."""

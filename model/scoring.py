@@ -1,6 +1,7 @@
 """The one scoring path: score, ELBO, reconstruction error and per-feature contributions.
 
-The CLI, the service and the benchmarks all call `score_batch`. It is deterministic: the posterior
+The CLI, the service and the benchmarks all call `score_batch`, for tabular and image models alike
+(the likelihood terms are per feature or per pixel; nothing else differs). It is deterministic: the posterior
 noise is a fixed, seeded (S, L) draw shared by every record, so a record's score depends only on the
 record and the model, never on the rest of the batch or its position in it.
 """
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.likelihoods import LOG_2PI, feature_log_probs, gaussian_kl
+from model.image_vae import ImageDecoderOutput, ImageVAE
+from model.images import ImageBatch
+from model.likelihoods import LOG_2PI, gaussian_kl, log_probs
 from model.preprocessing import EncodedBatch, TabularCodec
 from model.vae import DecoderOutput, TabularVAE
 
@@ -52,9 +55,9 @@ class ScoreTerms:
     score: np.ndarray
     elbo: np.ndarray
     reconstruction_error: np.ndarray
-    contributions: np.ndarray  # (B, F) -log p(x_f | z = mu); 0 for missing features
+    contributions: np.ndarray  # (B, F) -log p(x_f | z = mu) per feature or pixel; 0 for missing features
     latent_mean: np.ndarray  # (B, L)
-    expected: DecoderOutput  # p(x | z = mu), on the CPU
+    expected: DecoderOutput | ImageDecoderOutput  # p(x | z = mu), on the CPU
 
 
 def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -64,7 +67,11 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 
 @torch.inference_mode()
 def score_batch(
-    vae: TabularVAE, codec: TabularCodec, batch: EncodedBatch, noise: torch.Tensor, method: ScoreMethod
+    vae: TabularVAE | ImageVAE,
+    codec: TabularCodec | None,
+    batch: EncodedBatch | ImageBatch,
+    noise: torch.Tensor,
+    method: ScoreMethod,
 ) -> ScoreTerms:
     """Score one batch already on the model's device. `noise` is `posterior_noise(...)` on that device.
 
@@ -77,7 +84,7 @@ def score_batch(
     """
     mu, logvar = vae.encode(batch.x_in)  # (B, L)
     z = vae.reparameterize(mu, logvar, noise)  # (S, B, L)
-    log_px = feature_log_probs(codec, vae.decode(z), batch).sum(-1)  # (S, B)
+    log_px = log_probs(codec, vae.decode(z), batch).sum(-1)  # (S, B)
     kl = gaussian_kl(mu, logvar)  # (B,)
     elbo = log_px.double().mean(0) - kl.double()
     if method == "iwae":
@@ -85,7 +92,7 @@ def score_batch(
         log_w = log_px + log_prior - _log_normal(z, mu, logvar)
         score = -(torch.logsumexp(log_w.double(), dim=0) - math.log(noise.shape[0]))
     expected = vae.decode(mu)
-    contributions = -feature_log_probs(codec, expected, batch).double()  # (B, F)
+    contributions = -log_probs(codec, expected, batch).double()  # (B, F)
     if method == "reconstruction":
         score = contributions.sum(-1)
     elif method == "elbo":
@@ -96,12 +103,7 @@ def score_batch(
         reconstruction_error=contributions.sum(-1).cpu().numpy(),
         contributions=contributions.cpu().numpy(),
         latent_mean=mu.double().cpu().numpy(),
-        expected=DecoderOutput(
-            expected.numeric_mean.cpu(),
-            expected.numeric_logvar.cpu(),
-            [logits.cpu() for logits in expected.category_logits],
-            expected.boolean_logits.cpu(),
-        ),
+        expected=expected.cpu(),
     )
 
 
@@ -115,10 +117,11 @@ def concat_terms(parts: list[ScoreTerms]) -> ScoreTerms:
         reconstruction_error=np.concatenate([p.reconstruction_error for p in parts]),
         contributions=np.concatenate([p.contributions for p in parts]),
         latent_mean=np.concatenate([p.latent_mean for p in parts]),
-        expected=DecoderOutput(
-            torch.cat([p.expected.numeric_mean for p in parts]),
-            torch.cat([p.expected.numeric_logvar for p in parts]),
-            [torch.cat(logits) for logits in zip(*(p.expected.category_logits for p in parts), strict=True)],
-            torch.cat([p.expected.boolean_logits for p in parts]),
-        ),
+        expected=_cat_expected([p.expected for p in parts]),
     )
+
+
+def _cat_expected(parts: list[DecoderOutput | ImageDecoderOutput]) -> DecoderOutput | ImageDecoderOutput:
+    if all(isinstance(p, ImageDecoderOutput) for p in parts):
+        return ImageDecoderOutput.cat([p for p in parts if isinstance(p, ImageDecoderOutput)])
+    return DecoderOutput.cat([p for p in parts if isinstance(p, DecoderOutput)])

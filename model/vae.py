@@ -54,6 +54,24 @@ class DecoderOutput:
     category_logits: list[torch.Tensor]  # one (..., B, K_j) per categorical feature
     boolean_logits: torch.Tensor  # (..., B, n_boolean)
 
+    def cpu(self) -> DecoderOutput:
+        return DecoderOutput(
+            self.numeric_mean.cpu(),
+            self.numeric_logvar.cpu(),
+            [logits.cpu() for logits in self.category_logits],
+            self.boolean_logits.cpu(),
+        )
+
+    @staticmethod
+    def cat(parts: list[DecoderOutput]) -> DecoderOutput:
+        """Join consecutive chunks of records."""
+        return DecoderOutput(
+            torch.cat([p.numeric_mean for p in parts]),
+            torch.cat([p.numeric_logvar for p in parts]),
+            [torch.cat(logits) for logits in zip(*(p.category_logits for p in parts), strict=True)],
+            torch.cat([p.boolean_logits for p in parts]),
+        )
+
 
 class TabularVAE(nn.Module):
     """MLP encoder and decoder over the mixed-type layout of `model.preprocessing.EncodedBatch`."""

@@ -14,7 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Match
 
 from model import __version__
-from model.detector import Detector
+from model.base_detector import BaseDetector
+from model.base_detector import load_detector as load_artifact_detector
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.routes import router
@@ -24,12 +25,12 @@ from service.state import ServiceState
 logger = logging.getLogger(__name__)
 
 
-def load_detector(settings: Settings) -> Detector:
-    """Load the artifact and score one record drawn from the model itself, so the first real
-    request does not pay for lazy initialisation. Warm-up scores are not counted in metrics."""
-    detector = Detector.load(settings.model_dir, settings.device)
-    warmup = detector.columns_from_records(detector.sample(4, seed=0))
-    detector.score(warmup)
+def load_detector(settings: Settings) -> BaseDetector:
+    """Load the artifact (tabular or image) and warm it up by scoring inputs drawn from the model
+    itself, so the first real request does not pay for lazy initialisation. Warm-up scores are not
+    counted in metrics."""
+    detector = load_artifact_detector(settings.model_dir, settings.device)
+    detector.warm_up()
     return detector
 
 

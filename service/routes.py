@@ -10,12 +10,15 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
-from model.detector import score_results
+from model.base_detector import BaseDetector
+from model.detector import Detector
+from model.image_detector import ImageDetector
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
 from service.errors import ApiError
 from service.schemas import (
     ActiveThresholdUpdate,
     ErrorResponse,
+    ImageScoreRequest,
     ReconstructResponse,
     SampleRequest,
     SampleResponse,
@@ -31,8 +34,12 @@ Body = TypeVar("Body", bound=BaseModel)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "malformed JSON"},
-    413: {"model": ErrorResponse, "description": "too many records"},
-    422: {"model": ErrorResponse, "description": "a record or field does not fit the model's schema"},
+    413: {"model": ErrorResponse, "description": "too many records or images"},
+    422: {
+        "model": ErrorResponse,
+        "description": "a record or image does not fit the model (schema, image size, encoding), or the body is "
+        "of the other kind (records for an image model, images for a tabular one)",
+    },
 }
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "no bearer token"},
@@ -41,14 +48,39 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """Document a body that the handler parses itself (orjson: strict JSON, no NaN/Infinity)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+def _openapi_body(*models: type[BaseModel]) -> dict[str, Any]:
+    """Document a body that the handler parses itself (orjson: strict JSON, no NaN/Infinity); with
+    two models, the body is one or the other (tabular records or images, by the model's kind)."""
+    schemas = [model.model_json_schema() for model in models]
+    schema = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-async def read_body(request: Request, model: type[Body], max_records: int | None = None) -> Body:
+INPUT_FIELDS = {"tabular": ("records",), "image": ("images", "arrays")}
+"""The body fields that carry inputs, per model kind."""
+
+
+def _check_kind(data: dict[str, Any], detector: BaseDetector) -> None:
+    """A body of the other kind gets a 422 that says which kind the loaded model expects."""
+    kind = detector.kind
+    other = "image" if kind == "tabular" else "tabular"
+    wrong = [name for name in INPUT_FIELDS[other] if name in data]
+    if wrong and not any(name in data for name in INPUT_FIELDS[kind]):
+        expected = " or ".join(f"'{name}'" for name in INPUT_FIELDS[kind])
+        raise ApiError(
+            422,
+            f"the loaded model is a {kind} model: send {expected}, not '{wrong[0]}' (which is for {other} models)",
+            "wrong_model_kind",
+            ("body", wrong[0]),
+        )
+
+
+async def read_body(
+    request: Request, model: type[Body], max_records: int | None = None, detector: BaseDetector | None = None
+) -> Body:
     """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts),
-    refuse more than `max_records` records with a 413 before validating them, then validate."""
+    refuse a body meant for another kind of model, refuse more than `max_records` records or images
+    with a 413 before validating them, then validate."""
     try:
         data = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
@@ -57,6 +89,8 @@ async def read_body(request: Request, model: type[Body], max_records: int | None
         ) from exc
     if not isinstance(data, dict):
         raise ApiError(422, "expected a JSON object", "model_type", ("body",))
+    if detector is not None:
+        _check_kind(data, detector)
     if max_records is not None:
         _check_batch(data, max_records)
     return _validate(model, data)
@@ -72,18 +106,19 @@ def _validate(model: type[Body], data: dict[str, Any]) -> Body:
 
 
 def _check_batch(data: dict[str, Any], limit: int) -> None:
-    records = data.get("records")
-    if isinstance(records, list) and len(records) > limit:
-        raise ApiError(
-            413,
-            f"{len(records)} records exceed the limit of {limit} per request (VAE_ANOMALY_MAX_BATCH); split the batch",
-            "too_many_records",
-            ("body", "records"),
-        )
+    for field in ("records", "images", "arrays"):
+        items = data.get(field)
+        if isinstance(items, list) and len(items) > limit:
+            raise ApiError(
+                413,
+                f"{len(items)} {field} exceed the limit of {limit} per request (VAE_ANOMALY_MAX_BATCH); "
+                "split the batch",
+                "too_many_records",
+                ("body", field),
+            )
 
 
-def _model_ref(state: ServiceState) -> dict[str, str]:
-    detector, _ = state.loaded()
+def _model_ref(detector: BaseDetector) -> dict[str, str]:
     return {"id": detector.manifest.model_id, "version": detector.manifest.version}
 
 
@@ -94,49 +129,77 @@ def _json(payload: Any, status: int = 200) -> Response:
 @router.post(
     "/score",
     response_model=ScoreResponse,
+    response_model_exclude_none=True,
     responses=ERRORS,
-    openapi_extra=_openapi_body(ScoreRequest),
+    openapi_extra=_openapi_body(ScoreRequest, ImageScoreRequest),
     tags=["scoring"],
 )
 async def score(request: Request, state: ServiceState = Depends(get_state)) -> Response:
-    """Score records: higher = more anomalous; `is_anomaly` follows the active threshold."""
-    body = await read_body(request, ScoreRequest, state.settings.max_batch)
-    detector, metrics = state.loaded()
+    """Score records or images: higher = more anomalous; `is_anomaly` follows the active threshold."""
+    detector, metrics = state.loaded()  # one model for the whole request, even across a reload
+    inputs = await _read_inputs(request, state, detector)
 
     def run() -> list[dict[str, Any]]:
-        columns = detector.columns_from_records(body.records)
-        scored = detector.score(columns)
+        scored = detector.score(inputs.checked())
         metrics.observe_scores(scored.terms.score, scored.exceeded, scored.thresholds.names)
-        return score_results(detector, scored, body.explain)
+        return detector.results(scored, inputs.explain)
 
     results = await run_in_threadpool(run)
-    return _json({"model": _model_ref(state), "results": results})
+    return _json({"model": _model_ref(detector), "results": results})
+
+
+class _Inputs:
+    """A validated body and how to check its inputs against the model (done in the worker thread:
+    decoding images or checking many records is CPU work)."""
+
+    def __init__(self, detector: BaseDetector, body: ScoreRequest | ImageScoreRequest, max_pixels: int):
+        self.detector, self.body, self.max_pixels = detector, body, max_pixels
+        self.explain = body.explain
+
+    def checked(self) -> Any:
+        if isinstance(self.body, ImageScoreRequest):
+            assert isinstance(self.detector, ImageDetector)
+            return self.detector.inputs_from_payload(self.body.images, self.body.arrays, self.max_pixels)
+        assert isinstance(self.detector, Detector)
+        return self.detector.columns_from_records(self.body.records)
+
+
+async def _read_inputs(request: Request, state: ServiceState, detector: BaseDetector) -> _Inputs:
+    model: type[ScoreRequest | ImageScoreRequest] = (
+        ImageScoreRequest if isinstance(detector, ImageDetector) else ScoreRequest
+    )
+    body = await read_body(request, model, state.settings.max_batch, detector)
+    return _Inputs(detector, body, state.settings.max_image_pixels)
 
 
 @router.post(
     "/reconstruct",
     response_model=ReconstructResponse,
+    response_model_exclude_none=True,
     responses=ERRORS,
-    openapi_extra=_openapi_body(ScoreRequest),
+    openapi_extra=_openapi_body(ScoreRequest, ImageScoreRequest),
     tags=["scoring"],
 )
 async def reconstruct(request: Request, state: ServiceState = Depends(get_state)) -> Response:
-    """Reconstruct records at the posterior mean: denoised values, missing ones imputed."""
-    body = await read_body(request, ScoreRequest, state.settings.max_batch)
+    """Reconstruct at the posterior mean. Records: denoised values, missing ones imputed. Images:
+    the reconstruction and an error heatmap over the input, both base64 PNGs at the input's size."""
     detector, _ = state.loaded()
-    results = await run_in_threadpool(lambda: detector.reconstruct(detector.columns_from_records(body.records)))
-    return _json({"model": _model_ref(state), "results": results})
+    inputs = await _read_inputs(request, state, detector)
+    results = await run_in_threadpool(lambda: detector.reconstruct(inputs.checked()))
+    return _json({"model": _model_ref(detector), "results": results})
 
 
 @router.post(
     "/sample",
     response_model=SampleResponse,
+    response_model_exclude_none=True,
     responses=ERRORS,
     openapi_extra=_openapi_body(SampleRequest),
     tags=["scoring"],
 )
 async def sample(request: Request, state: ServiceState = Depends(get_state)) -> Response:
-    """Draw new records from the model (z from the prior, then x from p(x|z))."""
+    """Draw new records or images from the model (z from the prior, then x from p(x|z)); image
+    models can return them tiled into one PNG (`grid`)."""
     body = await read_body(request, SampleRequest)
     if body.n > state.settings.max_samples:
         raise ApiError(
@@ -147,8 +210,15 @@ async def sample(request: Request, state: ServiceState = Depends(get_state)) -> 
         )
     detector, _ = state.loaded()
     seed = body.seed if body.seed is not None else secrets.randbits(62)
+    if body.grid:
+        if not isinstance(detector, ImageDetector):
+            raise ApiError(
+                422, "'grid' is for image models; this is a tabular model", "wrong_model_kind", ("body", "grid")
+            )
+        grid = await run_in_threadpool(detector.sample_grid, body.n, seed, body.temperature)
+        return _json({"model": _model_ref(detector), "seed": seed, "grid": grid})
     samples = await run_in_threadpool(detector.sample, body.n, seed, body.temperature)
-    return _json({"model": _model_ref(state), "seed": seed, "samples": samples})
+    return _json({"model": _model_ref(detector), "seed": seed, "samples": samples})
 
 
 def _thresholds_payload(thresholds: ThresholdSet) -> dict[str, Any]:
@@ -254,7 +324,8 @@ async def get_model(state: ServiceState = Depends(get_state)) -> Response:
             "device": str(detector.device),
             "created_at": m.created_at,
             "format_version": m.format_version,
-            "schema": m.feature_schema.model_dump(mode="json"),
+            "schema": m.feature_schema.model_dump(mode="json") if m.feature_schema else None,
+            "image": m.image.model_dump(mode="json") if m.image else None,
             "network": m.network.model_dump(mode="json"),
             "scoring": m.scoring.model_dump(mode="json"),
             "calibration_rows": len(m.calibration_scores),

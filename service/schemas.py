@@ -28,12 +28,38 @@ class ScoreRequest(BaseModel):
     explain: int = Field(default=3, ge=0, le=1000, description="how many top features to list per record")
 
 
+class ImageScoreRequest(BaseModel):
+    """Images for an image model: exactly one of `images` (base64) or `arrays` (nested lists)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[Any] | None = Field(
+        default=None,
+        min_length=1,
+        description="base64-encoded PNG or JPEG images (a data: URL prefix is accepted)",
+    )
+    arrays: list[Any] | None = Field(
+        default=None,
+        min_length=1,
+        description="nested arrays H×W or C×H×W: integers 0..255, or floats 0..1",
+        examples=[[[[0, 255], [255, 0]]]],
+    )
+    explain: int = Field(default=3, ge=0, le=1000, description="how many top regions to list per image")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageScoreRequest:
+        if (self.images is None) == (self.arrays is None):
+            raise ValueError("give exactly one of 'images' (base64 PNG/JPEG) or 'arrays'")
+        return self
+
+
 class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n: int = Field(default=10, ge=1, description="records to draw (at most VAE_ANOMALY_MAX_SAMPLES)")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="fixed seed → repeatable samples")
     temperature: float = Field(default=1.0, gt=0, le=10, description="scales the latent prior's spread")
+    grid: bool = Field(default=False, description="image models: one PNG with all samples tiled")
 
 
 class ThresholdUpdate(BaseModel):
@@ -76,6 +102,14 @@ class TopFeature(BaseModel):
     expected: Any = Field(description="the reconstruction of this feature at the posterior mean (original units)")
 
 
+class TopRegion(BaseModel):
+    x: int = Field(description="left edge, pixels of the input image")
+    y: int = Field(description="top edge, pixels of the input image")
+    width: int
+    height: int
+    contribution: float = Field(description="summed excess -log p(pixel | z = mean) over normal images, nats")
+
+
 class ScoreResult(BaseModel):
     score: float = Field(description="anomaly score, higher = more anomalous (negative ELBO, nats)")
     elbo: float
@@ -83,8 +117,9 @@ class ScoreResult(BaseModel):
     p_value: float = Field(description="conformal p-value against the calibration scores")
     is_anomaly: bool = Field(description="score > the active threshold")
     thresholds_exceeded: list[str]
-    missing: list[str]
-    top_features: list[TopFeature]
+    missing: list[str] | None = Field(default=None, description="tabular models: features sent as null")
+    top_features: list[TopFeature] | None = Field(default=None, description="tabular models")
+    top_regions: list[TopRegion] | None = Field(default=None, description="image models")
 
 
 class ScoreResponse(BaseModel):
@@ -93,9 +128,13 @@ class ScoreResponse(BaseModel):
 
 
 class ReconstructResult(BaseModel):
-    reconstruction: Record
-    feature_errors: dict[str, float | None] = Field(description="per-feature -log p(x_f | z); null where missing")
-    imputed: list[str]
+    reconstruction: Record | str = Field(description="a record (tabular) or a base64 PNG (image)")
+    feature_errors: dict[str, float | None] | None = Field(
+        default=None, description="tabular: per-feature -log p(x_f | z); null where missing"
+    )
+    imputed: list[str] | None = Field(default=None, description="tabular: features that were missing")
+    heatmap: str | None = Field(default=None, description="image: base64 PNG, per-pixel error over the input")
+    reconstruction_error: float | None = Field(default=None, description="image: -log p(x | z = mean), nats")
 
 
 class ReconstructResponse(BaseModel):
@@ -106,7 +145,8 @@ class ReconstructResponse(BaseModel):
 class SampleResponse(BaseModel):
     model: ModelRef
     seed: int
-    samples: list[Record]
+    samples: list[Record] | list[str] | None = Field(default=None, description="records, or base64 PNGs")
+    grid: str | None = Field(default=None, description="image models with grid=true: one base64 PNG")
 
 
 class ThresholdOut(BaseModel):

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     device: str = "auto"
     max_batch: int = Field(default=10_000, ge=1, description="most records in one /score or /reconstruct")
     max_samples: int = Field(default=10_000, ge=1, description="most records one /sample call may ask for")
+    max_image_pixels: int = Field(
+        default=2048 * 2048, ge=1, description="largest width × height of one image, checked before decoding"
+    )
     api_token: SecretStr | None = Field(default=None, description="bearer token for the admin endpoints")
     torch_threads: int | None = Field(default=None, ge=1, description="default: torch's own choice")
     explain_default: int = Field(default=3, ge=0)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from model.detector import Detector
+from model.base_detector import BaseDetector
 from model.thresholds import ThresholdSet
 from service.metrics import ServiceMetrics
 from service.settings import Settings
@@ -16,12 +16,12 @@ from service.settings import Settings
 @dataclass
 class ServiceState:
     settings: Settings
-    detector: Detector | None = None
+    detector: BaseDetector | None = None
     metrics: ServiceMetrics | None = None
     ready: bool = False
     threshold_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def loaded(self) -> tuple[Detector, ServiceMetrics]:
+    def loaded(self) -> tuple[BaseDetector, ServiceMetrics]:
         assert self.detector is not None and self.metrics is not None, "lifespan has not loaded the model"
         return self.detector, self.metrics
 

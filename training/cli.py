@@ -19,12 +19,16 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from model.base_detector import BaseDetector
 from model.detector import Detector, ScoreBatch
 from model.errors import InputError, ModelError
+from model.image_detector import ImageDetector
 from model.schema import read_schema
 from model.thresholds import DEFAULT_TARGETS
 from training.data import DataError, anomaly_labels, normal_mask, read_table
 from training.evaluate import detection_metrics, write_report
+from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
+from training.image_data import is_image_source
 from training.trainer import TrainConfig, fit_detector
 
 logger = logging.getLogger("vae_anomaly")
@@ -46,14 +50,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train on normal rows and calibrate thresholds")
-    train.add_argument("data", type=Path, help=".csv, .parquet or .npz (X, optional y)")
+    defaults = TrainConfig()
+    train = commands.add_parser("train", help="train on normal rows or images and calibrate thresholds")
+    train.add_argument(
+        "data",
+        type=Path,
+        help="tabular: .csv, .parquet, .npz (X rows × features, optional y); images: an IDX file (.gz), "
+        ".npz with X (n, H, W) or (n, C, H, W), or a folder of PNG/JPEG (sub-folders = labels)",
+    )
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
+    train.add_argument("--kind", choices=("auto", "tabular", "image"), default="auto", help="default: from the data")
+    train.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
+    train.add_argument(
+        "--resize", type=parse_size, metavar="HxW", help="images: resize to this size, here and when serving"
+    )
+    train.add_argument(
+        "--likelihood",
+        choices=("gaussian", "bernoulli", "continuous_bernoulli"),
+        default=defaults.likelihood,
+        help="images: pixel likelihood (see README)",
+    )
     train.add_argument("--label-column", help="rows whose label is --normal-value are used; the rest are ignored")
     train.add_argument("--normal-value", help="label of normal rows (default 0)")
     train.add_argument("--exclude-columns", nargs="+", default=[], metavar="COL", help="columns that are not features")
     train.add_argument("--schema", type=Path, help="schema.json overriding inferred feature types")
-    defaults = TrainConfig()
     train.add_argument("--epochs", type=int, default=defaults.epochs)
     train.add_argument("--batch-size", type=int, default=None, help="default: about 16 steps per epoch, 32..512")
     train.add_argument("--latent-dim", type=int, default=None, help="default: from the number of features")
@@ -87,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model_dir", type=Path)
     evaluate.add_argument("data", type=Path)
     evaluate.add_argument("--label-column", help="required unless the data is an .npz with y")
-    evaluate.add_argument("--normal-value", help="label of normal rows (default 0)")
+    evaluate.add_argument("--normal-value", help="label of normal rows or images (default 0)")
+    evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
     evaluate.add_argument("--device", default="auto")
 
@@ -103,18 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--epochs", type=int, default=defaults.epochs)
     demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
+    demo.add_argument(
+        "--kind", choices=("tabular", "image"), default="tabular", help="image: 8×8 digits, one digit as normal"
+    )
     return parser
 
 
-def train_command(args: argparse.Namespace) -> int:
-    overrides = read_schema(args.schema) if args.schema else None
-    table = read_table(args.data, args.label_column, args.exclude_columns, overrides)
-    columns = table.columns
-    if table.labels is not None:
-        keep = normal_mask(table.labels, args.normal_value)
-        columns = table.take(np.flatnonzero(keep))
-        logger.info("using %d normal rows of %d", int(keep.sum()), len(table))
-    config = TrainConfig(
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         latent_dim=args.latent_dim,
@@ -127,7 +144,22 @@ def train_command(args: argparse.Namespace) -> int:
         device=args.device,
         thresholds={**DEFAULT_TARGETS, **dict(args.threshold)},
         active_threshold=args.active_threshold,
+        likelihood=args.likelihood,
     )
+
+
+def train_command(args: argparse.Namespace) -> int:
+    config = _train_config(args)
+    kind = args.kind if args.kind != "auto" else ("image" if is_image_source(args.data) else "tabular")
+    if kind == "image":
+        return train_images(args, config)
+    overrides = read_schema(args.schema) if args.schema else None
+    table = read_table(args.data, args.label_column, args.exclude_columns, overrides)
+    columns = table.columns
+    if table.labels is not None:
+        keep = normal_mask(table.labels, args.normal_value)
+        columns = table.take(np.flatnonzero(keep))
+        logger.info("using %d normal rows of %d", int(keep.sum()), len(table))
     result = fit_detector(columns, config, overrides, version=args.model_version, progress=not args.quiet)
     manifest = result.detector.save(args.out)
     summary = result.summary
@@ -158,6 +190,9 @@ def _flat_row(result: dict[str, object]) -> dict[str, object]:
 
 
 def score_command(args: argparse.Namespace) -> int:
+    loaded = BaseDetector.load(args.model_dir, args.device)
+    if isinstance(loaded, ImageDetector):
+        return score_images_file(args, loaded)
     detector, _, columns = _load_scoring_input(args)
     results = detector.score_results(columns, explain=args.explain)
     if args.out is None:
@@ -180,6 +215,9 @@ def score_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    loaded = BaseDetector.load(args.model_dir, args.device)
+    if isinstance(loaded, ImageDetector):
+        return evaluate_images(args, loaded)
     label_column = args.label_column
     if label_column is None and args.data.suffix.lower() != ".npz":
         raise DataError("evaluate needs --label-column (or an .npz with y)")
@@ -217,6 +255,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    if args.kind == "image":
+        return demo_image(args, lambda argv: train_command(build_parser().parse_args(["train", *argv])), serve_command)
     from training.demo_data import LABEL, demo_records, make_demo_frame
 
     data_path = args.dir / "data" / "demo.csv"

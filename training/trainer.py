@@ -19,7 +19,10 @@ from tqdm.auto import tqdm
 
 from model.artifact import Manifest, library_versions, utc_now
 from model.detector import Detector, resolve_device, score_columns
-from model.likelihoods import feature_log_probs, gaussian_kl
+from model.image_detector import ImageDetector
+from model.image_vae import ImageVAE, PixelLikelihood
+from model.images import ImageBatch
+from model.likelihoods import gaussian_kl, log_probs
 from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns, fit_preprocessing
 from model.schema import Schema, infer_schema
 from model.scoring import ScoringConfig, posterior_noise
@@ -52,6 +55,8 @@ class TrainConfig(BaseModel):
     feature_dropout: float = Field(default=0.0, ge=0, lt=1)
     score_method: Literal["elbo", "iwae", "reconstruction"] = "elbo"
     score_samples: int = Field(default=32, ge=1)
+    likelihood: PixelLikelihood = Field(default="gaussian", description="pixel likelihood of image models")
+    pixel_logvar_min: float = Field(default=-6.0, le=0.0, description="floor of image pixels' log-variance")
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TARGETS))
     active_threshold: str = "warn"
     seed: int = 0
@@ -83,9 +88,12 @@ parameter by at most ~lr per step, and a log-variance may need to travel 5 units
 of 0.08 standard deviations): at lr 1e-3 that alone would take thousands of steps."""
 
 
-def make_optimizer(vae: TabularVAE, config: TrainConfig) -> torch.optim.Optimizer:
-    variance = [p for name, p in vae.named_parameters() if name == "numeric_logvar"]
-    others = [p for name, p in vae.named_parameters() if name != "numeric_logvar"]
+VARIANCE_PARAMETERS = ("numeric_logvar", "pixel_logvar")
+
+
+def make_optimizer(vae: TabularVAE | ImageVAE, config: TrainConfig) -> torch.optim.Optimizer:
+    variance = [p for name, p in vae.named_parameters() if name in VARIANCE_PARAMETERS]
+    others = [p for name, p in vae.named_parameters() if name not in VARIANCE_PARAMETERS]
     groups: list[dict[str, Any]] = [{"params": others}]
     if variance:
         groups.append({"params": variance, "lr": config.learning_rate * VARIANCE_LR_FACTOR, "weight_decay": 0.0})
@@ -100,19 +108,23 @@ def auto_batch_size(n_train: int) -> int:
 
 @dataclass
 class TrainResult:
-    detector: Detector
+    detector: Detector | ImageDetector
     summary: dict[str, Any]
 
 
-def _elbo_parts(vae: TabularVAE, codec: TabularCodec, batch: EncodedBatch, eps: torch.Tensor):
+Network = TabularVAE | ImageVAE
+Batch = EncodedBatch | ImageBatch
+
+
+def _elbo_parts(vae: Network, codec: TabularCodec | None, batch: Batch, eps: torch.Tensor):
     """(E log p(x|z), KL) per row for the given noise eps (S, B or 1, L)."""
     mu, logvar = vae.encode(batch.x_in)
     z = vae.reparameterize(mu, logvar, eps)
-    log_px = feature_log_probs(codec, vae.decode(z), batch).sum(-1).mean(0)
+    log_px = log_probs(codec, vae.decode(z), batch).sum(-1).mean(0)
     return log_px, gaussian_kl(mu, logvar)
 
 
-def _mean_elbo(vae: TabularVAE, codec: TabularCodec, batch: EncodedBatch, eps: torch.Tensor, size: int) -> float:
+def _mean_elbo(vae: Network, codec: TabularCodec | None, batch: Batch, eps: torch.Tensor, size: int) -> float:
     vae.eval()
     total = 0.0
     with torch.inference_mode():
@@ -133,15 +145,16 @@ def _hide_features(batch: EncodedBatch, owners: torch.Tensor, rate: float, gener
 
 
 def _train_epochs(
-    vae: TabularVAE,
-    codec: TabularCodec,
-    train: EncodedBatch,
-    validation: EncodedBatch,
+    vae: Network,
+    codec: TabularCodec | None,
+    train: Batch,
+    validation: Batch,
     validation_noise: torch.Tensor,
-    owners: torch.Tensor,
+    owners: torch.Tensor | None,
     batch_size: int,
     config: TrainConfig,
     epochs: tqdm,
+    eval_chunk: int = 4096,
 ) -> tuple[list[dict[str, float]], int, float]:
     """Train until early stopping; leaves `vae` holding the weights of the best validation epoch.
 
@@ -162,8 +175,8 @@ def _train_epochs(
         kl_sum = torch.zeros((), device=device)
         for start in range(0, len(train), batch_size):
             index = order[start : start + batch_size]
-            batch = EncodedBatch(**{k: v[index] for k, v in train.__dict__.items()})
-            if config.feature_dropout > 0:
+            batch = train.select(index)
+            if config.feature_dropout > 0 and isinstance(batch, EncodedBatch) and owners is not None:
                 batch = _hide_features(batch, owners, config.feature_dropout, generator)
             eps = torch.randn((1, len(index), latent_dim), generator=generator).to(device)
             log_px, kl = _elbo_parts(vae, codec, batch, eps)
@@ -175,7 +188,7 @@ def _train_epochs(
             step += 1
             recon_sum += -log_px.detach().sum()
             kl_sum += kl.detach().sum()
-        val_elbo = _mean_elbo(vae, codec, validation, validation_noise, 4096)
+        val_elbo = _mean_elbo(vae, codec, validation, validation_noise, eval_chunk)
         record = {
             "epoch": epoch,
             "train_recon": float(recon_sum) / len(train),
@@ -196,6 +209,66 @@ def _train_epochs(
     assert best_state is not None
     vae.load_state_dict(best_state)
     return history, best_epoch, best_elbo
+
+
+def calibrated_fields(scores: np.ndarray, config: TrainConfig, version: str | None, n: int) -> dict[str, Any]:
+    """Thresholds at the configured target rates from calibration scores, plus the manifest's
+    version fields; warns where the calibration split is too small to guarantee a rate."""
+    calibration = sort_calibration(scores)
+    if config.active_threshold not in config.thresholds:
+        raise ValueError(f"active threshold {config.active_threshold!r} is not among {sorted(config.thresholds)}")
+    thresholds = ThresholdSet.from_targets(calibration, config.thresholds, config.active_threshold)
+    for name, fpr in config.thresholds.items():
+        if not fpr_guaranteed(calibration.size, fpr):
+            logger.warning(
+                "threshold %s: %d calibration rows cannot guarantee a %.4g false-positive rate "
+                "(needs at least %d); it is set at the largest calibration score",
+                name,
+                n,
+                fpr,
+                math.ceil(1 / fpr) - 1,
+            )
+    created = utc_now()
+    return {
+        "created_at": created,
+        "version": version or created.replace("-", "").replace(":", ""),
+        "thresholds": thresholds.thresholds,
+        "active_threshold": thresholds.active,
+        "calibration_scores": calibration.tolist(),
+    }
+
+
+def training_summary(
+    split: Any,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    best_elbo: float,
+    train_elbo: float,
+    batch_size: int,
+    device: torch.device,
+    config: TrainConfig,
+    started: float,
+) -> dict[str, Any]:
+    """What the manifest's `training` field records about a run."""
+    return {
+        "rows": {"train": len(split.train), "validation": len(split.validation), "calibration": len(split.calibration)},
+        "epochs": len(history),
+        "best_epoch": best_epoch,
+        "train_elbo": train_elbo,
+        "validation_elbo": best_elbo,
+        "last_epoch": history[-1],
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "device": str(device),
+        "batch_size": batch_size,
+        "config": config.model_dump(mode="json"),
+    }
+
+
+def unsaved_manifest(fields: dict[str, Any]) -> Manifest:
+    """A manifest for a detector that has not been saved yet (no weights file, so no id)."""
+    return Manifest.model_validate(
+        {**fields, "model_id": "unsaved", "weights_sha256": "", "library_versions": library_versions()}
+    )
 
 
 def fit_detector(
@@ -239,48 +312,27 @@ def fit_detector(
 
     scoring = ScoringConfig(method=config.score_method, n_samples=config.score_samples, seed=config.seed)
     noise = posterior_noise(scoring.n_samples, net_config.latent_dim, scoring.seed).to(device)
-    calibration = sort_calibration(score_columns(vae, codec, rows(split.calibration), noise, scoring).score)
-    if config.active_threshold not in config.thresholds:
-        raise ValueError(f"active threshold {config.active_threshold!r} is not among {sorted(config.thresholds)}")
-    thresholds = ThresholdSet.from_targets(calibration, config.thresholds, config.active_threshold)
-    for name, fpr in config.thresholds.items():
-        if not fpr_guaranteed(calibration.size, fpr):
-            logger.warning(
-                "threshold %s: %d calibration rows cannot guarantee a %.4g false-positive rate "
-                "(needs at least %d); it is set at the largest calibration score",
-                name,
-                calibration.size,
-                fpr,
-                math.ceil(1 / fpr) - 1,
-            )
-    last = history[-1]
-    train_elbo = _mean_elbo(vae, codec, train, validation_noise, 4096)
-    summary = {
-        "rows": {"train": len(split.train), "validation": len(split.validation), "calibration": len(split.calibration)},
-        "epochs": len(history),
-        "best_epoch": best_epoch,
-        "train_elbo": train_elbo,
-        "validation_elbo": best_elbo,
-        "last_epoch": last,
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "device": str(device),
-        "batch_size": batch_size,
-        "config": config.model_dump(mode="json"),
-    }
-    created = utc_now()
-    fields = {
-        "created_at": created,
-        "version": version or created.replace("-", "").replace(":", ""),
-        "schema": schema,
-        "preprocessing": preprocessing,
-        "network": net_config,
-        "scoring": scoring,
-        "thresholds": thresholds.thresholds,
-        "active_threshold": thresholds.active,
-        "calibration_scores": calibration.tolist(),
-        "training": summary,
-    }
-    manifest = Manifest.model_validate(
-        {**fields, "model_id": "unsaved", "weights_sha256": "", "library_versions": library_versions()}
+    calibration = score_columns(vae, codec, rows(split.calibration), noise, scoring).score
+    fields = calibrated_fields(calibration, config, version, len(split.calibration))
+    summary = training_summary(
+        split,
+        history,
+        best_epoch,
+        best_elbo,
+        _mean_elbo(vae, codec, train, validation_noise, 4096),
+        batch_size,
+        device,
+        config,
+        started,
     )
+    fields.update(
+        {
+            "schema": schema,
+            "preprocessing": preprocessing,
+            "network": net_config,
+            "scoring": scoring,
+            "training": summary,
+        }
+    )
+    manifest = unsaved_manifest(fields)
     return TrainResult(detector=Detector(manifest, vae, device), summary=summary)

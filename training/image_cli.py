@@ -1,0 +1,160 @@
+"""The image half of the `vae-anomaly` commands: train, score and evaluate on image data sets, and
+the image demo. `training.cli` parses argv and hands image work here."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from model.base_detector import BaseDetector
+from model.image_detector import ImageDetector
+from model.images import ImageSpec, encode_png, images_from_array
+from training.data import DataError, anomaly_labels, normal_mask
+from training.evaluate import detection_metrics, write_report
+from training.image_data import ImageSet, read_images
+from training.image_report import write_image_report
+from training.image_trainer import fit_image_detector
+from training.trainer import TrainConfig
+
+DEMO_NORMAL_DIGIT = 0
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'28x28' or '64X48' (height x width) → (height, width)."""
+    height, sep, width = text.lower().partition("x")
+    try:
+        size = (int(height), int(width))
+    except ValueError:
+        size = (0, 0)
+    if not sep or min(size) < 1 or max(size) > 4096:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 28x28, got {text!r}")
+    return size
+
+
+def _normal_images(images: ImageSet, normal_value: str | None) -> np.ndarray:
+    if images.labels is None:
+        return images.pixels
+    keep = normal_mask(images.labels, normal_value)
+    print(f"using {int(keep.sum())} normal images of {len(images)}", file=sys.stderr)
+    return images.pixels[keep]
+
+
+def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
+    """Read an image set, keep the normal images, conform them to one geometry and train."""
+    images = read_images(args.data, args.labels, args.resize)
+    normal = _normal_images(images, args.normal_value)
+    _, channels, height, width = normal.shape
+    if args.resize is not None:
+        height, width = args.resize
+    spec = ImageSpec(height=height, width=width, channels=channels, resize=args.resize is not None)
+    pixels = images_from_array(spec, normal).pixels
+    result = fit_image_detector(pixels, spec, config, version=args.model_version, progress=not args.quiet)
+    manifest = result.detector.save(args.out)
+    summary = result.summary
+    print(f"image model {manifest.model_id} (version {manifest.version}) written to {args.out}")
+    print(f"images: {width}×{height}, {channels} channel(s); likelihood {config.likelihood}")
+    rows = summary["rows"]
+    print(f"images used: {rows['train']} train, {rows['validation']} validation, {rows['calibration']} calibration")
+    print(f"epochs: {summary['epochs']} (best {summary['best_epoch']}), device {summary['device']}")
+    print(f"ELBO per image (nats): train {summary['train_elbo']:.2f}, validation {summary['validation_elbo']:.2f}")
+    for name, threshold in manifest.thresholds.items():
+        marker = " (active)" if name == manifest.active_threshold else ""
+        print(f"threshold {name}: score > {threshold.value:.2f} at target FPR {threshold.target_fpr}{marker}")
+    print(f"wall time: {summary['wall_seconds']:.1f} s")
+    return 0
+
+
+def score_images_file(args: argparse.Namespace, detector: ImageDetector) -> int:
+    """Score every image of a data set; JSON lines (with `top_regions`) on stdout or into --out."""
+    images = read_images(args.data, getattr(args, "labels", None))
+    results = detector.results(detector.score(detector.inputs_from_array(images.pixels)), args.explain)
+    lines = b"".join(orjson.dumps(result) + b"\n" for result in results)
+    if args.out is None:
+        sys.stdout.buffer.write(lines)
+        sys.stdout.buffer.flush()
+        return 0
+    if args.out.suffix.lower() != ".jsonl":
+        raise DataError(f"{args.out}: image results are JSON lines: --out must end in .jsonl")
+    args.out.write_bytes(lines)
+    print(f"{len(results)} images scored → {args.out}", file=sys.stderr)
+    return 0
+
+
+def evaluate_images(args: argparse.Namespace, detector: ImageDetector) -> int:
+    """Metrics on a labelled image set; with --report also the image panels."""
+    images = read_images(args.data, getattr(args, "labels", None))
+    if images.labels is None:
+        raise DataError(f"{args.data}: no labels (an IDX labels file, y in the .npz, or sub-folders)")
+    labels = anomaly_labels(images.labels, args.normal_value)
+    inputs = detector.inputs_from_array(images.pixels)
+    scored = detector.score(inputs)
+    thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
+    metrics = detection_metrics(scored.terms.score, labels, thresholds)
+    metrics["model"] = {"id": detector.manifest.model_id, "version": detector.manifest.version}
+    if args.report:
+        title = f"vae-anomaly image model {detector.manifest.model_id} on {Path(args.data).name}"
+        paths = write_report(args.report, scored.terms.score, labels, thresholds, metrics, title)
+        paths += write_image_report(args.report, detector, inputs, scored, images.labels)
+        metrics["report"] = [str(p) for p in paths]
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def demo_digits(directory: Path) -> tuple[Path, Path]:
+    """scikit-learn's bundled 8×8 digits (1,797 images, grey levels 0..16) as two .npz files: a
+    training set (80%) and a held-out test set (20%), both with every digit and its label."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    labels = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(pixels))
+    cut = int(0.8 * len(order))
+    directory.mkdir(parents=True, exist_ok=True)
+    train, test = directory / "digits_train.npz", directory / "digits_test.npz"
+    np.savez_compressed(train, X=pixels[order[:cut]], y=labels[order[:cut]])
+    np.savez_compressed(test, X=pixels[order[cut:]], y=labels[order[cut:]])
+    return train, test
+
+
+def demo_image(args: argparse.Namespace, train: Callable[[list[str]], int], serve: Callable[..., int]) -> int:
+    """Train on one digit of the 8×8 digits, evaluate on held-out digits, print curls, serve."""
+    train_path, test_path = demo_digits(args.dir / "data")
+    model_dir = args.dir / "models" / "digits"
+    normal = str(DEMO_NORMAL_DIGIT)
+    print(f"demo data: {train_path} (training; digit {normal} is normal), {test_path} (held-out test set)")
+    started = time.perf_counter()
+    train_args = [str(train_path), "--out", str(model_dir), "--normal-value", normal, "--epochs", str(args.epochs)]
+    train(train_args)
+    print(f"trained in {time.perf_counter() - started:.1f} s")
+    detector = BaseDetector.load(model_dir, "auto")
+    assert isinstance(detector, ImageDetector)
+    report = args.dir / "reports" / "digits"
+    evaluate_args = argparse.Namespace(data=test_path, normal_value=normal, report=report, labels=None)
+    evaluate_images(evaluate_args, detector)
+    print(f"report: {report / 'report.md'}")
+    test = read_images(test_path)
+    assert test.labels is not None
+    normal_image = test.pixels[test.labels == DEMO_NORMAL_DIGIT][0][0]
+    other_image = test.pixels[test.labels != DEMO_NORMAL_DIGIT][0][0]
+    url = f"http://127.0.0.1:{args.port}"
+    print("\nTry it (in another terminal):")
+    for name, image in (("a normal digit", normal_image), ("another digit", other_image)):
+        payload = json.dumps({"arrays": [image.tolist()]})
+        print(f"  # {name}, as an array\n  curl -s {url}/score -H 'Content-Type: application/json' -d '{payload}'")
+    png = base64.b64encode(encode_png(other_image[None] / 255.0)).decode()
+    print(f"  # the same digit as a PNG, reconstructed with a heatmap\n  curl -s {url}/reconstruct "
+          f"-H 'Content-Type: application/json' -d '{{\"images\": [\"{png}\"]}}'")  # fmt: skip
+    print(f'  curl -s {url}/sample -H \'Content-Type: application/json\' -d \'{{"n": 16, "seed": 1, "grid": true}}\'')
+    if args.no_serve:
+        return 0
+    print(f"\nServing {model_dir} on {url} (Ctrl-C to stop)\n", flush=True)
+    return serve(argparse.Namespace(model_dir=model_dir, host="127.0.0.1", port=args.port, workers=1, device=None))
