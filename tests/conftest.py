@@ -93,3 +93,28 @@ def normal_record() -> dict[str, object]:
 @pytest.fixture
 def anomalous_record() -> dict[str, object]:
     return {"a": 10.0, "b": -45.0, "count": 3, "color": "red", "flag": False}
+
+
+def make_bar_images(n: int, seed: int = 0, size: int = 8) -> np.ndarray:
+    """Normal images for the image tests: one bright vertical bar at a random column on a dark
+    background, uint8 (n, size, size). An anomaly is anything else (a horizontal bar, noise)."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, size, size), dtype=np.uint8)
+    columns = rng.integers(1, size - 1, n)
+    images[np.arange(n), :, columns] = 255
+    return images
+
+
+@pytest.fixture(scope="session")
+def tiny_image_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small 8×8 grey image model, trained once per session on 300 bar images."""
+    from model.images import ImageSpec
+    from training.image_trainer import fit_image_detector
+
+    spec = ImageSpec(height=8, width=8, channels=1)
+    pixels = make_bar_images(300)[:, None].astype(np.float32) / 255.0
+    with one_thread():
+        result = fit_image_detector(pixels, spec, tiny_config(epochs=15, hidden_dims=None), version="img-1", progress=False)
+    directory = tmp_path_factory.mktemp("artifact") / "tiny-image"
+    result.detector.save(directory)
+    return directory

@@ -1,0 +1,153 @@
+"""Training an image model: it learns the normal images, saves and loads like a tabular model, scores
+deterministically whatever the batch, and the CLI reads IDX, .npz and image folders."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.base_detector import BaseDetector
+from model.image_detector import ImageDetector
+from model.image_vae import ImageVAE, image_network_config
+from model.images import ImageInputs
+from tests.conftest import make_bar_images
+from training.cli import main
+from training.data import DataError
+from training.image_data import is_image_source, read_idx, read_images
+
+
+def load(directory: Path) -> ImageDetector:
+    detector = BaseDetector.load(directory, "cpu")
+    assert isinstance(detector, ImageDetector)
+    return detector
+
+
+def inputs(pixels: np.ndarray) -> ImageInputs:
+    batch = pixels[:, None].astype(np.float32) / 255.0
+    return ImageInputs(batch, [image.shape for image in batch])
+
+
+def horizontal_bars(n: int) -> np.ndarray:
+    images = np.zeros((n, 8, 8), dtype=np.uint8)
+    images[np.arange(n), np.arange(n) % 6 + 1, :] = 255
+    return images
+
+
+def test_tiny_image_model_separates_normal_from_anomalous_images(tiny_image_model_dir: Path):
+    detector = load(tiny_image_model_dir)
+    normal = detector.score(inputs(make_bar_images(50, seed=9))).terms.score
+    anomalous = detector.score(inputs(horizontal_bars(50))).terms.score
+    assert np.median(anomalous) > np.quantile(normal, 0.95)
+
+
+def test_manifest_records_kind_geometry_and_baseline(tiny_image_model_dir: Path):
+    manifest = json.loads((tiny_image_model_dir / "manifest.json").read_text())
+    assert manifest["kind"] == "image"
+    assert manifest["image"] == {"height": 8, "width": 8, "channels": 1, "resize": False}
+    assert len(manifest["pixel_baseline"]["mean"]) == 64
+    assert manifest["network"]["likelihood"] == "gaussian"
+
+
+def test_scores_do_not_depend_on_batch_composition_or_position(tiny_image_model_dir: Path):
+    detector = load(tiny_image_model_dir)
+    images = np.concatenate([make_bar_images(20, seed=4), horizontal_bars(20)])
+    together = detector.score(inputs(images)).terms.score
+    alone = np.array([detector.score(inputs(images[i : i + 1])).terms.score[0] for i in range(len(images))])
+    reversed_order = detector.score(inputs(images[::-1])).terms.score[::-1]
+    np.testing.assert_allclose(alone, together, rtol=1e-5)
+    np.testing.assert_allclose(reversed_order, together, rtol=1e-5)
+
+
+def test_saved_model_scores_like_the_trained_one(tiny_image_model_dir: Path, tmp_path: Path):
+    detector = load(tiny_image_model_dir)
+    detector.save(tmp_path / "copy")
+    again = load(tmp_path / "copy")
+    batch = inputs(make_bar_images(10, seed=5))
+    np.testing.assert_array_equal(detector.score(batch).terms.score, again.score(batch).terms.score)
+
+
+@pytest.mark.parametrize(("channels", "height", "width"), [(1, 30, 20), (3, 64, 64), (1, 5, 9)])
+def test_decoder_output_matches_any_input_size(channels: int, height: int, width: int):
+    vae = ImageVAE(image_network_config(channels, height, width))
+    x = torch.rand(2, channels, height, width)
+    mu, logvar = vae.encode(x)
+    decoded = vae.decode(vae.reparameterize(mu, logvar, torch.zeros(3, 1, mu.shape[-1])))
+    assert decoded.out.shape == (3, 2, channels, height, width)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_idx_files_round_trip_with_labels_found_beside_them(tmp_path: Path):
+    images = make_bar_images(12)
+    labels = np.arange(12) % 3
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
+    read = read_images(tmp_path / "train-images-idx3-ubyte.gz")
+    np.testing.assert_array_equal(read.pixels[:, 0], images)
+    assert read.labels is not None
+    np.testing.assert_array_equal(read.labels, labels)
+    assert is_image_source(tmp_path / "train-images-idx3-ubyte.gz")
+
+
+def test_truncated_or_foreign_idx_is_a_data_error(tmp_path: Path):
+    (tmp_path / "bad.idx").write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x09")
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "bad.idx")
+    (tmp_path / "foreign.idx").write_bytes(b"PK\x03\x04 not an idx")
+    with pytest.raises(DataError, match="magic"):
+        read_idx(tmp_path / "foreign.idx")
+
+
+def test_folder_of_pngs_with_label_subfolders(tmp_path: Path):
+    for label, pixels in (("normal", make_bar_images(3)), ("defect", horizontal_bars(2))):
+        (tmp_path / label).mkdir()
+        for i, image in enumerate(pixels):
+            Image.fromarray(image, mode="L").save(tmp_path / label / f"{i}.png")
+    read = read_images(tmp_path)
+    assert read.pixels.shape == (5, 1, 8, 8)
+    assert read.labels is not None and sorted(read.labels.tolist()) == ["defect"] * 2 + ["normal"] * 3
+    (tmp_path / "normal" / "big.png").write_bytes(b"")
+    Image.fromarray(np.zeros((9, 9), dtype=np.uint8), mode="L").save(tmp_path / "normal" / "big.png")
+    with pytest.raises(DataError, match="--resize"):
+        read_images(tmp_path)
+    assert read_images(tmp_path, size=(8, 8)).pixels.shape == (6, 1, 8, 8)
+
+
+def test_cli_trains_scores_and_evaluates_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    images = np.concatenate([make_bar_images(200), horizontal_bars(40)])
+    labels = np.array([0] * 200 + [1] * 40)
+    data = tmp_path / "bars.npz"
+    np.savez(data, X=images, y=labels)
+    model = tmp_path / "model"
+    assert main(["train", str(data), "--out", str(model), "--epochs", "8", "--quiet", "--latent-dim", "4"]) == 0
+    assert "image model" in capsys.readouterr().out
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", str(model), str(data), "--out", str(out), "--explain", "2"]) == 0
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(results) == 240 and len(results[0]["top_regions"]) == 2
+    report = tmp_path / "report"
+    assert main(["evaluate", str(model), str(data), "--report", str(report)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["auroc"] > 0.9
+    for name in ("extremes.png", "samples.png", "latent.png", "report.md", "roc.png"):
+        assert (report / name).is_file()
+    assert "extremes.png" in (report / "report.md").read_text()
+
+
+def test_cli_resize_trains_at_the_requested_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    data = tmp_path / "bars.npz"
+    np.savez(data, X=make_bar_images(120))
+    model = tmp_path / "model"
+    assert main(["train", str(data), "--out", str(model), "--epochs", "2", "--quiet", "--resize", "6x6"]) == 0
+    assert load(model).spec.model_dump() == {"height": 6, "width": 6, "channels": 1, "resize": True}
