@@ -114,7 +114,9 @@ def tiny_image_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = ImageSpec(height=8, width=8, channels=1)
     pixels = make_bar_images(300)[:, None].astype(np.float32) / 255.0
     with one_thread():
-        result = fit_image_detector(pixels, spec, tiny_config(epochs=15, hidden_dims=None), version="img-1", progress=False)
+        result = fit_image_detector(
+            pixels, spec, tiny_config(epochs=15, hidden_dims=None), version="img-1", progress=False
+        )
     directory = tmp_path_factory.mktemp("artifact") / "tiny-image"
     result.detector.save(directory)
     return directory

@@ -177,15 +177,15 @@ def test_png_bytes_are_a_real_png():
 def test_continuous_bernoulli_density_integrates_to_one():
     x = torch.linspace(0, 1, 20001, dtype=torch.float64)
     for logit in (-8.0, -1.0, -1e-4, 0.0, 2e-4, 0.5, 6.0):
-        l = torch.tensor(logit, dtype=torch.float64)
+        lam = torch.tensor(logit, dtype=torch.float64)
         log_density = (
-            x * torch.nn.functional.logsigmoid(l)
-            + (1 - x) * torch.nn.functional.logsigmoid(-l)
-            + continuous_bernoulli_log_norm(l)
+            x * torch.nn.functional.logsigmoid(lam)
+            + (1 - x) * torch.nn.functional.logsigmoid(-lam)
+            + continuous_bernoulli_log_norm(lam)
         )
         assert torch.trapezoid(log_density.exp(), x).item() == pytest.approx(1.0, abs=1e-6)
         mean = torch.trapezoid(x * log_density.exp(), x).item()
-        assert continuous_bernoulli_mean(l).item() == pytest.approx(mean, abs=1e-6)
+        assert continuous_bernoulli_mean(lam).item() == pytest.approx(mean, abs=1e-6)
 
 
 @pytest.mark.parametrize(("height", "width", "channels", "stages"), [(8, 8, 1, 1), (28, 28, 1, 2), (64, 64, 3, 4)])
