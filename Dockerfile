@@ -1,8 +1,8 @@
 # vae-anomaly HTTP service: build, run and measurements are in docs/CONTAINER.md.
-#   docker build -t vae-anomaly .                                          # CPU torch (TORCH_SPEC default)
-#   docker build -t vae-anomaly:cuda \
-#     --build-arg TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126" .
+#   docker build -t vae-anomaly .                                          # CPU torch (VARIANT=cpu)
+#   docker build -t vae-anomaly:cuda --build-arg VARIANT=cuda .            # CUDA torch from PyPI (CUDA 13.0)
 #   docker build -t vae-anomaly:demo --build-arg MODEL_DIR=models/demo .    # model baked into /model
+#   docker build -t vae-anomaly:full --build-arg INSTALL=full .             # also the training CLI's deps
 #   docker run -p 8000:8000 -v "$PWD/models/demo:/model:ro" vae-anomaly
 
 # ---------------------------------------------------------------- stage 1: optional baked-in model
@@ -29,12 +29,17 @@ RUN set -eu; mkdir /stage; \
 # ---------------------------------------------------------------- stage 2: the service image
 FROM python:3.11-slim
 
-# CPU by default: PyPI's plain torch==2.13.0 for Linux x86_64 is the CUDA build (~3 GB of nvidia-*
-# wheels), so the default asks for the +cpu build from PyTorch's CPU index. pip also finds it in a
-# wheel folder it is offered (find-links, as container-check -w does), so the build works offline.
-# CUDA: --build-arg TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
-# The value is word-split into pip arguments, so extra pip options may follow the requirement.
-ARG TORCH_SPEC="torch==2.13.0+cpu --extra-index-url https://download.pytorch.org/whl/cpu"
+# Which torch: VARIANT=cpu (default) or cuda; TORCH_SPEC, when set, replaces the choice (pip words).
+#   cpu:  torch==$TORCH_VERSION+cpu from PyTorch's CPU index. PyPI's plain torch for Linux x86_64 is the
+#         CUDA build (~3 GB of nvidia-* wheels). pip also finds the +cpu wheel in a wheel folder it is
+#         offered (find-links, as container-check -w does), so the build works offline.
+#   cuda: torch==$TORCH_VERSION from PyPI: for 2.13.0 that is the CUDA 13.0 build (needs an NVIDIA driver
+#         that supports CUDA 13). For another CUDA version, name PyTorch's index for it, e.g.
+#         --build-arg VARIANT=cuda --build-arg TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+# A cuda build stops if the installed torch has no CUDA support (e.g. a +cpu wheel from a find-links folder).
+ARG VARIANT=cpu
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_SPEC=""
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -43,20 +48,51 @@ ENV PYTHONUNBUFFERED=1 \
     VAE_ANOMALY_MODEL_DIR=/model
 
 # torch first and on its own layer: the largest and slowest-changing part of the image.
-RUN pip install --no-cache-dir ${TORCH_SPEC}
+RUN set -eu; \
+    spec="$TORCH_SPEC"; \
+    if [ -z "$spec" ]; then \
+      case "$VARIANT" in \
+        cpu) spec="torch==${TORCH_VERSION}+cpu --extra-index-url https://download.pytorch.org/whl/cpu" ;; \
+        cuda) spec="torch==${TORCH_VERSION}" ;; \
+        *) echo "VARIANT must be cpu or cuda, got '$VARIANT'" >&2; exit 1 ;; \
+      esac; \
+    fi; \
+    echo "VARIANT=$VARIANT: pip install $spec"; \
+    pip install --no-cache-dir $spec; \
+    python -c "import sys, torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda); \
+sys.exit('VARIANT=cuda but this torch has no CUDA support' if sys.argv[1] == 'cuda' and not torch.version.cuda else 0)" \
+        "$VARIANT"
 
+# The project. INSTALL=serve (default): the service's dependencies only, i.e. those of pyproject.toml
+# minus TRAIN_ONLY (pandas, pyarrow, scikit-learn, matplotlib), then the project with --no-deps.
+# `vae-anomaly serve` never imports them; train, score, evaluate and demo do, and fail in this image with
+# "No module named 'pandas'". INSTALL=full: everything `pip install .` brings (and `pip check`).
+# Declared here, not with the torch arguments, so that changing it keeps the torch layer cached.
+ARG INSTALL=serve
 # Only what the package build needs (pyproject.toml names README.md as readme; setuptools warns and
 # goes on without it, so README edits do not invalidate this layer). torch>=2.2 is already satisfied,
-# so this step leaves the torch chosen above alone. The build backend lives in pip's throwaway
-# build environment; the source copy is removed in the same layer.
+# so this step leaves the torch chosen above alone. The build backend lives in pip's throwaway build
+# environment; the source copy is removed in the same layer.
 WORKDIR /tmp/src
 COPY pyproject.toml ./
 COPY model/ model/
 COPY service/ service/
 COPY training/ training/
-RUN pip install --no-cache-dir . \
-    && pip check \
-    && cd / && rm -rf /tmp/src
+RUN set -eu; \
+    case "$INSTALL" in \
+      full) pip install --no-cache-dir . && pip check ;; \
+      serve) python -c "import re, tomllib; \
+TRAIN_ONLY = {'pandas', 'pyarrow', 'scikit-learn', 'matplotlib'}; \
+deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+print('\\n'.join(d for d in deps if re.split(r'[^A-Za-z0-9_.-]', d)[0].lower() not in TRAIN_ONLY))" \
+               > /tmp/serve-requirements.txt; \
+             cat /tmp/serve-requirements.txt; \
+             pip install --no-cache-dir -r /tmp/serve-requirements.txt \
+             && pip install --no-cache-dir --no-deps . \
+             && cd / && python -c "import service.app, training.cli" && rm /tmp/serve-requirements.txt ;; \
+      *) echo "INSTALL must be serve or full, got '$INSTALL'" >&2; exit 1 ;; \
+    esac; \
+    cd / && rm -rf /tmp/src
 
 # Fixed numeric ids (10001:10001) so that orchestrators can check runAsNonRoot and mounted files can
 # be granted to that uid; a home directory for libraries that want a writable config/cache dir.
