@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
-from model.detector import score_results
+from model.detector import Detector, score_results
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
 from service.errors import ApiError
 from service.schemas import (
@@ -82,8 +82,8 @@ def _check_batch(data: dict[str, Any], limit: int) -> None:
         )
 
 
-def _model_ref(state: ServiceState) -> dict[str, str]:
-    detector, _ = state.loaded()
+def _model_ref(detector: Detector) -> dict[str, str]:
+    """The model that served the request: the one from its snapshot, not whatever is loaded now."""
     return {"id": detector.manifest.model_id, "version": detector.manifest.version}
 
 
@@ -110,7 +110,7 @@ async def score(request: Request, state: ServiceState = Depends(get_state)) -> R
         return score_results(detector, scored, body.explain)
 
     results = await run_in_threadpool(run)
-    return _json({"model": _model_ref(state), "results": results})
+    return _json({"model": _model_ref(detector), "results": results})
 
 
 @router.post(
@@ -125,7 +125,7 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
     body = await read_body(request, ScoreRequest, state.settings.max_batch)
     detector, _ = state.loaded()
     results = await run_in_threadpool(lambda: detector.reconstruct(detector.columns_from_records(body.records)))
-    return _json({"model": _model_ref(state), "results": results})
+    return _json({"model": _model_ref(detector), "results": results})
 
 
 @router.post(
@@ -148,7 +148,7 @@ async def sample(request: Request, state: ServiceState = Depends(get_state)) -> 
     detector, _ = state.loaded()
     seed = body.seed if body.seed is not None else secrets.randbits(62)
     samples = await run_in_threadpool(detector.sample, body.n, seed, body.temperature)
-    return _json({"model": _model_ref(state), "seed": seed, "samples": samples})
+    return _json({"model": _model_ref(detector), "seed": seed, "samples": samples})
 
 
 def _thresholds_payload(thresholds: ThresholdSet) -> dict[str, Any]:
@@ -207,8 +207,8 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
             ("path", "name"),
         )
     body = await read_body(request, ThresholdUpdate)
-    detector, _ = state.loaded()
     with state.threshold_lock:
+        detector, _ = state.loaded()  # under the lock: a reload swaps the model while holding it
         current = detector.thresholds
         if body.value is not None:
             updated = current.with_value(name, body.value)
@@ -230,8 +230,8 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
 async def put_active_threshold(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Choose the threshold behind `is_anomaly`."""
     body = await read_body(request, ActiveThresholdUpdate)
-    detector, _ = state.loaded()
     with state.threshold_lock:
+        detector, _ = state.loaded()
         current = detector.thresholds
         if body.name not in current.thresholds:
             known = ", ".join(sorted(current.thresholds))
