@@ -45,7 +45,8 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
-    VAE_ANOMALY_MODEL_DIR=/model
+    VAE_ANOMALY_MODEL_DIR=/model \
+    VAE_ANOMALY_WORKERS=1
 
 # torch first and on its own layer: the largest and slowest-changing part of the image.
 RUN set -eu; \
@@ -115,5 +116,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 
 # `serve` sets VAE_ANOMALY_MODEL_DIR from its argument; other settings come from VAE_ANOMALY_* env
 # (VAE_ANOMALY_API_TOKEN, VAE_ANOMALY_DEVICE, VAE_ANOMALY_MAX_BATCH, ...). More workers:
-#   docker run ... vae-anomaly vae-anomaly serve /model --host 0.0.0.0 --port 8000 --workers 2
+#   docker run -e VAE_ANOMALY_WORKERS=2 ... vae-anomaly     (README "Operations": metrics, SIGHUP, SIGTERM)
+# Exec form: serve is PID 1 and gets `docker stop`'s SIGTERM (graceful, exit 0) and `docker kill -s HUP` (reload).
 CMD ["vae-anomaly", "serve", "/model", "--host", "0.0.0.0", "--port", "8000"]

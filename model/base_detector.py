@@ -120,9 +120,9 @@ class BaseDetector:
         """n draws from the generative model, as JSON-ready values."""
         raise NotImplementedError
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> np.ndarray:
         """Score a few inputs drawn from the model itself, so the first real request does not pay
-        for lazy initialisation."""
+        for lazy initialisation; returns their scores (a usable model gives finite ones)."""
         raise NotImplementedError
 
     def encode(self, inputs: Any) -> np.ndarray:

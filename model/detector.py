@@ -80,8 +80,8 @@ class Detector(BaseDetector):
     def results(self, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
         return score_results(self, scored, explain)
 
-    def warm_up(self) -> None:
-        self.score(self.columns_from_records(self.sample(4, seed=0)))
+    def warm_up(self) -> np.ndarray:
+        return self.score(self.columns_from_records(self.sample(4, seed=0))).terms.score
 
     # -- reconstruction, sampling, latent space -------------------------------------------------
 

@@ -165,9 +165,9 @@ class ImageDetector(BaseDetector):
         z = (torch.randn(n, self.manifest.network.latent_dim, generator=generator) * temperature).to(self.device)
         return self.vae.decode(z).mean().clamp(0, 1).cpu().numpy()
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> np.ndarray:
         images = self.sample_images(4, seed=0)
-        self.score(ImageInputs(images, [image.shape for image in images]))
+        return self.score(ImageInputs(images, [image.shape for image in images])).terms.score
 
     def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> list[str]:
         """Samples as base64 PNGs."""

@@ -1,23 +1,30 @@
 """`create_app(settings)`: the FastAPI application. The lifespan loads and warms up the artifact
-before traffic; a middleware times every request for Prometheus."""
+before traffic; middlewares give each request an id and an access-log line, bound its body size,
+and time it for Prometheus."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.routing import Match
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from model import __version__
 from model.base_detector import BaseDetector
-from model.base_detector import load_detector as load_artifact_detector
 from service.errors import install_error_handlers
+from service.limits import BodySizeLimitMiddleware
+from service.logs import AccessLogMiddleware
 from service.metrics import ServiceMetrics
+from service.multiprocess import register_worker
+from service.reload import Reloader, activate, load_verified
+from service.reload import router as reload_router
 from service.routes import router
 from service.settings import Settings, get_settings
 from service.state import ServiceState
@@ -26,12 +33,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_detector(settings: Settings) -> BaseDetector:
-    """Load the artifact (tabular or image) and warm it up by scoring inputs drawn from the model
-    itself, so the first real request does not pay for lazy initialisation. Warm-up scores are not
-    counted in metrics."""
-    detector = load_artifact_detector(settings.model_dir, settings.device)
-    detector.warm_up()
-    return detector
+    """Load and verify the configured artifact (service/reload.py: checksums, warm-up score)."""
+    return load_verified(settings.model_dir, settings.device)
 
 
 def _endpoint(request: Request) -> str:
@@ -39,11 +42,24 @@ def _endpoint(request: Request) -> str:
     route = request.scope.get("route")
     if route is not None:
         return route.path
-    for candidate in request.app.router.routes:
-        match, _ = candidate.matches(request.scope)
+    return _template(request.app.router.routes, request.scope) or "unmatched"
+
+
+def _template(routes: list[BaseRoute], scope: Scope) -> str | None:
+    """Match a request that never reached the router (refused by a middleware, e.g. a 413).
+    FastAPI >= 0.16x keeps an included router as one entry with no `path`: look inside it (this
+    project's routers have no prefix)."""
+    for candidate in routes:
+        nested = getattr(candidate, "original_router", None)
+        if nested is not None:
+            found = _template(nested.routes, scope)
+            if found is not None:
+                return found
+            continue
+        match, _ = candidate.matches(scope)
         if match == Match.FULL:
-            return candidate.path
-    return "unmatched"
+            return getattr(candidate, "path", None)
+    return None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,13 +70,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        metrics_dir = settings.prometheus_multiproc_dir
+        state.metrics = ServiceMetrics(settings.drift_window, multiprocess_dir=metrics_dir)
+        # With several workers, one that starts after the first N replaces another (uvicorn's SIGHUP
+        # restart, or a crash): its load counts as a reload, so a broken artifact shows in the metrics.
+        replacement = metrics_dir is not None and register_worker(metrics_dir, os.getpid()) > settings.workers
         started = time.perf_counter()
-        detector = load_detector(settings)
-        thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
-        metrics = ServiceMetrics(detector.thresholds.calibration, thresholds)
-        manifest = detector.manifest
-        metrics.set_model(manifest.model_id, manifest.version, manifest.kind, str(detector.device))
-        state.detector, state.metrics, state.ready = detector, metrics, True
+        try:
+            detector = load_detector(settings)
+        except Exception:
+            if replacement:
+                state.metrics.record_reload(False)
+            state.metrics.close()
+            raise
+        current = activate(state, detector, settings.model_dir)
+        if replacement:
+            state.metrics.record_reload(True)
+        state.ready = True
+        manifest = current.detector.manifest
         logger.info(
             "model %s (version %s) loaded from %s on %s in %.2f s",
             manifest.model_id,
@@ -69,8 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             detector.device,
             time.perf_counter() - started,
         )
+        reloader.install_signal_handler()
         yield
         state.ready = False
+        reloader.remove_signal_handler()
+        state.metrics.close()
 
     app = FastAPI(
         title="vae-anomaly",
@@ -79,8 +109,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = state
+    app.state.reloader = reloader = Reloader(state)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(reload_router)
+    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
 
     @app.middleware("http")
     async def record_metrics(request: Request, call_next):
@@ -96,11 +129,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 state.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
                 state.metrics.duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
 
+    app.add_middleware(AccessLogMiddleware, log_payloads=settings.log_payloads)  # outermost: sees every request
+
     @app.get("/metrics", tags=["operations"], include_in_schema=True)
     async def metrics() -> Response:
-        """Prometheus exposition of this process's metrics."""
-        registry = state.metrics.registry if state.metrics else None
-        body = generate_latest(registry) if registry else b""
+        """Prometheus exposition: this process's metrics, or every worker's with `--workers N`."""
+        body = state.metrics.exposition() if state.metrics else b""
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -119,6 +119,7 @@ def _check_batch(data: dict[str, Any], limit: int) -> None:
 
 
 def _model_ref(detector: BaseDetector) -> dict[str, str]:
+    """The model that served the request: the one from its snapshot, not whatever is loaded now."""
     return {"id": detector.manifest.model_id, "version": detector.manifest.version}
 
 
@@ -277,8 +278,8 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
             ("path", "name"),
         )
     body = await read_body(request, ThresholdUpdate)
-    detector, _ = state.loaded()
     with state.threshold_lock:
+        detector, _ = state.loaded()  # under the lock: a reload swaps the model while holding it
         current = detector.thresholds
         if body.value is not None:
             updated = current.with_value(name, body.value)
@@ -300,8 +301,8 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
 async def put_active_threshold(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Choose the threshold behind `is_anomaly`."""
     body = await read_body(request, ActiveThresholdUpdate)
-    detector, _ = state.loaded()
     with state.threshold_lock:
+        detector, _ = state.loaded()
         current = detector.thresholds
         if body.name not in current.thresholds:
             known = ", ".join(sorted(current.thresholds))

@@ -167,3 +167,21 @@ class ErrorItem(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: list[ErrorItem]
+
+
+class ReloadRequest(BaseModel):
+    """Optional body of `POST /admin/reload`: without `model_dir`, the directory being served is re-read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_dir: str | None = Field(default=None, min_length=1, max_length=4096, description="artifact directory")
+
+
+class ReloadResponse(BaseModel):
+    model: ModelRef
+    previous: ModelRef
+    model_dir: str
+    schema_changed: bool = Field(description="the new model expects other features than the previous one")
+    seconds: float = Field(description="load, verification and warm-up time")
+    pid: int = Field(description="the worker process that reloaded")
+    workers: int = Field(description="worker processes of this server; with more than 1, only `pid` reloaded")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,25 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(default=None, description="bearer token for the admin endpoints")
     torch_threads: int | None = Field(default=None, ge=1, description="default: torch's own choice")
     explain_default: int = Field(default=3, ge=0)
+
+    # -- the serving process (see README "Operations") ------------------------------------------
+    workers: int = Field(default=1, ge=1, description="uvicorn worker processes (`serve --workers` overrides it)")
+    worker_healthcheck_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="how long uvicorn's supervisor waits for a worker to answer or, on SIGHUP, to become ready; "
+        "uvicorn's own 5 s kills workers still importing torch on a busy machine",
+    )
+    log_format: Literal["json", "text"] = Field(default="json", description="one JSON object per line, or plain text")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_payloads: bool = Field(default=False, description="add request bodies (truncated) to the access log")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="larger request bodies get a 413")
+    drift_window: int = Field(default=1000, ge=1, description="records in the sliding window of the drift gauges")
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"),
+        description="prometheus-client's own variable (no prefix); `serve --workers N` (N > 1) sets it",
+    )
 
 
 @lru_cache

@@ -1,7 +1,7 @@
 """The `vae-anomaly` command line: train, score, evaluate, serve, demo. The only argv parsing.
 
-`serve` hands an import string to uvicorn, so this module never imports `service` (training must
-run without the web stack, and the dependency arrows stay one-way).
+`serve` reaches `service.server.serve` through an import string, so this module never imports
+`service` (training must run without the web stack, and the dependency arrows stay one-way).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("model_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--workers", type=int, default=None, help="worker processes (default: VAE_ANOMALY_WORKERS or 1)")
     serve.add_argument("--device", default=None, help="auto, cpu or cuda (default: VAE_ANOMALY_DEVICE or auto)")
 
     demo = commands.add_parser("demo", help="generate demo data, train, evaluate and serve")
@@ -238,20 +238,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    import uvicorn
+    """Hand over to service/server.py by import string (see the module docstring)."""
+    import importlib
 
-    os.environ["VAE_ANOMALY_MODEL_DIR"] = str(args.model_dir)
-    if args.device:
-        os.environ["VAE_ANOMALY_DEVICE"] = args.device
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="info",
-    )
-    return 0
+    server = importlib.import_module("service.server")
+    return server.serve(args.model_dir, args.host, args.port, args.workers, args.device)
 
 
 def demo_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,85 @@
+"""The serving process behind `vae-anomaly serve`: workers, metrics directory, logging, signals.
+
+- One worker (the default): uvicorn runs the app in this process. SIGHUP reloads the model in place
+  (service/reload.py); SIGTERM stops accepting, lets requests in flight finish, and exits 0.
+- N workers: uvicorn's supervisor runs N worker processes on one socket. prometheus-client's
+  multiprocess mode gets a directory emptied here before any worker starts, so /metrics (answered
+  by any worker) adds up every worker. SIGHUP makes uvicorn (>= 0.51) replace the workers one at a
+  time, each replacement up and verified before the worker it replaces is stopped gracefully;
+  SIGTERM stops every worker gracefully and the supervisor exits 0.
+
+`training/cli.py` calls `serve` through an import string, so `training` never imports `service`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from service.logs import logging_config
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+APP = "service.app:create_app"
+
+
+def multiprocess_directory(settings: Settings) -> Path:
+    """`PROMETHEUS_MULTIPROC_DIR` when the operator set one (e.g. a tmpfs volume), else a fresh
+    temporary directory (removed again when `serve` returns); emptied either way
+    (service/multiprocess.py explains why)."""
+    from service.multiprocess import prepare_directory
+
+    path = settings.prometheus_multiproc_dir or Path(tempfile.mkdtemp(prefix="vae-anomaly-metrics-"))
+    prepare_directory(path)
+    return path
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    """uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler that
+    was there before it started. With the default handler that kills the process (status 143, which
+    orchestrators report as a failure); this one lets `serve` return 0 instead."""
+
+
+def serve(model_dir: Path, host: str, port: int, workers: int | None = None, device: str | None = None) -> int:
+    """Run the server until SIGTERM or SIGINT; returns the exit status. Arguments left at None come
+    from the settings (`VAE_ANOMALY_WORKERS`, `VAE_ANOMALY_DEVICE`)."""
+    # The workers build their own Settings from the environment: put the command line there.
+    os.environ["VAE_ANOMALY_MODEL_DIR"] = str(model_dir)
+    if device:
+        os.environ["VAE_ANOMALY_DEVICE"] = device
+    if workers is not None:
+        os.environ["VAE_ANOMALY_WORKERS"] = str(workers)
+    settings = Settings()
+    created: Path | None = None
+    if settings.workers > 1:
+        metrics_dir = multiprocess_directory(settings)
+        created = metrics_dir if settings.prometheus_multiproc_dir is None else None
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    else:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # one process: its own registry is the truth
+    previous = signal.signal(signal.SIGTERM, _exit_quietly)
+    try:
+        uvicorn.run(
+            APP,
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.workers,
+            timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
+            log_config=logging_config(settings.log_format, settings.log_level),
+            log_level=settings.log_level,
+            access_log=False,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+    return 0

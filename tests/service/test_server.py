@@ -1,0 +1,79 @@
+"""What `serve` hands to uvicorn: workers from the flag or VAE_ANOMALY_WORKERS, a fresh metrics
+directory for several workers, our logging without uvicorn's access log."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import service.server
+from service.multiprocess import prepare_directory, register_worker, sweep_dead_workers
+
+
+@pytest.fixture
+def captured(monkeypatch) -> dict:
+    calls: dict = {}
+
+    def fake_run(app, **kwargs):
+        calls.update(kwargs, app=app, metrics_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        if calls["metrics_dir"]:
+            calls["files_at_start"] = sorted(p.name for p in Path(calls["metrics_dir"]).iterdir())
+
+    monkeypatch.setattr(service.server.uvicorn, "run", fake_run)
+    for name in ("VAE_ANOMALY_MODEL_DIR", "VAE_ANOMALY_DEVICE", "VAE_ANOMALY_WORKERS", "PROMETHEUS_MULTIPROC_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    yield calls
+    for name in ("VAE_ANOMALY_MODEL_DIR", "VAE_ANOMALY_DEVICE", "VAE_ANOMALY_WORKERS", "PROMETHEUS_MULTIPROC_DIR"):
+        os.environ.pop(name, None)
+
+
+def test_one_worker_by_default_without_multiprocess_metrics(captured, tmp_path):
+    assert service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
+    assert captured["workers"] == 1 and captured["metrics_dir"] is None
+    assert captured["app"] == "service.app:create_app" and captured["factory"] is True
+    assert captured["access_log"] is False
+    assert captured["log_config"]["formatters"]["default"]["()"].endswith("JsonFormatter")
+    assert captured["timeout_worker_healthcheck"] == 30
+
+
+def test_workers_from_the_environment_get_a_fresh_metrics_directory(captured, tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_ANOMALY_WORKERS", "3")
+    assert service.server.serve(tmp_path, "0.0.0.0", 8000) == 0
+    assert captured["workers"] == 3
+    assert captured["files_at_start"] == []
+    assert not Path(captured["metrics_dir"]).exists()  # serve made it, serve removes it
+
+
+def test_an_operator_metrics_directory_is_emptied_and_kept(captured, tmp_path, monkeypatch):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_123.db").write_bytes(b"stale")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
+    service.server.serve(tmp_path, "127.0.0.1", 8000, workers=2)
+    assert captured["workers"] == 2 and captured["metrics_dir"] == str(metrics_dir)
+    assert captured["files_at_start"] == []
+    assert metrics_dir.is_dir()
+
+
+def test_worker_markers_and_dead_worker_sweep(tmp_path):
+    prepare_directory(tmp_path)
+    assert register_worker(tmp_path, 101) == 1
+    assert register_worker(tmp_path, 102) == 2
+    dead_pid = 2**22 + 12345  # above Linux's default pid_max: no such process
+    (tmp_path / f"gauge_liveall_{dead_pid}.db").write_bytes(b"")
+    (tmp_path / f"gauge_liveall_{os.getpid()}.db").write_bytes(b"")
+    (tmp_path / f"counter_{dead_pid}.db").write_bytes(b"")
+    assert sweep_dead_workers(tmp_path) == [dead_pid]
+    assert not (tmp_path / f"gauge_liveall_{dead_pid}.db").exists()
+    assert (tmp_path / f"counter_{dead_pid}.db").exists()  # its counts stay in the totals
+    assert (tmp_path / f"gauge_liveall_{os.getpid()}.db").exists()
+
+
+def test_serve_restores_the_sigterm_handler(captured, tmp_path):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    service.server.serve(tmp_path, "127.0.0.1", 8000)
+    assert signal.getsignal(signal.SIGTERM) is before
