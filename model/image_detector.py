@@ -30,8 +30,8 @@ from model.images import (
 from model.scoring import ScoreTerms, ScoringConfig, concat_terms, score_batch
 
 REGION_GRID = 7
-"""Regions are cells of a grid with about this many cells along the image's short side (4×4-pixel
-cells on 28×28, 2×2 on 8×8, 9×9 on 64×64)."""
+"""Regions are cells of a grid with about this many cells along the image's short side, each at least
+2×2 pixels: 4×4-pixel cells on 28×28, 2×2 on 8×8, 9×9 on 64×64."""
 
 
 def score_images(vae: ImageVAE, pixels: np.ndarray, noise: torch.Tensor, scoring: ScoringConfig) -> ScoreTerms:
@@ -52,7 +52,7 @@ def score_images(vae: ImageVAE, pixels: np.ndarray, noise: torch.Tensor, scoring
 
 def region_cells(height: int, width: int) -> list[tuple[int, int, int, int]]:
     """(top, left, bottom, right) of every grid cell, covering the image exactly."""
-    cell = max(1, round(min(height, width) / REGION_GRID))
+    cell = min(max(2, round(min(height, width) / REGION_GRID)), height, width)
     return [
         (top, left, min(top + cell, height), min(left + cell, width))
         for top in range(0, height, cell)

@@ -137,7 +137,8 @@ def decode_image(data: bytes, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _error(loc, f"image refused as a decompression bomb: {exc}", "image_too_large") from exc
     except Exception as exc:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...)
-        raise _error(loc, f"not a decodable image: {exc}", "image_invalid") from exc
+        reason = str(exc).split(" <_io.BytesIO")[0]  # Pillow names the in-memory file object; drop it
+        raise _error(loc, f"not a decodable image (PNG, JPEG, ...): {reason}", "image_invalid") from exc
     return image_to_array(image)
 
 

@@ -69,7 +69,7 @@ def _check_kind(data: dict[str, Any], detector: BaseDetector) -> None:
         expected = " or ".join(f"'{name}'" for name in INPUT_FIELDS[kind])
         raise ApiError(
             422,
-            f"the loaded model is a {kind} model: send {expected}, not '{wrong[0]}' (which is for {other} models)",
+            f"the loaded model is {'an' if kind == 'image' else 'a'} {kind} model: send {expected}, not '{wrong[0]}' (which is for {other} models)",
             "wrong_model_kind",
             ("body", wrong[0]),
         )

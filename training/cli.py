@@ -29,6 +29,7 @@ from training.data import DataError, anomaly_labels, normal_mask, read_table
 from training.evaluate import detection_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
+from training.image_trainer import IMAGE_DEFAULTS, image_train_config
 from training.trainer import TrainConfig, fit_detector
 
 logger = logging.getLogger("vae_anomaly")
@@ -74,12 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--normal-value", help="label of normal rows (default 0)")
     train.add_argument("--exclude-columns", nargs="+", default=[], metavar="COL", help="columns that are not features")
     train.add_argument("--schema", type=Path, help="schema.json overriding inferred feature types")
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument(
+        "--epochs", type=int, default=None, help=f"default {defaults.epochs} (images: {IMAGE_DEFAULTS['epochs']})"
+    )
     train.add_argument("--batch-size", type=int, default=None, help="default: about 16 steps per epoch, 32..512")
     train.add_argument("--latent-dim", type=int, default=None, help="default: from the number of features")
     train.add_argument("--beta", type=float, default=defaults.beta, help="weight of the KL term (beta-VAE)")
     train.add_argument("--kl-warmup-epochs", type=int, default=defaults.kl_warmup_epochs)
-    train.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)")
+    train.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help=f"early-stopping patience in epochs, default {defaults.patience} (images: {IMAGE_DEFAULTS['patience']})",
+    )
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     train.add_argument("--feature-dropout", type=float, default=defaults.feature_dropout, help="denoising rate")
     train.add_argument("--seed", type=int, default=defaults.seed)
@@ -122,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="generate demo data, train, evaluate and serve")
     demo.add_argument("--dir", type=Path, default=Path("."), help="where data/ and models/ go")
     demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--epochs", type=int, default=defaults.epochs)
+    demo.add_argument("--epochs", type=int, default=None, help="default: as for train")
     demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
     demo.add_argument(
         "--kind", choices=("tabular", "image"), default="tabular", help="image: 8×8 digits, one digit as normal"
@@ -130,14 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        epochs=args.epochs,
+def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
+    """The flags given; for the rest, the defaults of the kind (`IMAGE_DEFAULTS` for images)."""
+    optional = {"epochs": args.epochs, "patience": args.patience}
+    fields = dict(
+        **{name: value for name, value in optional.items() if value is not None},
         batch_size=args.batch_size,
         latent_dim=args.latent_dim,
         beta=args.beta,
         kl_warmup_epochs=args.kl_warmup_epochs,
-        patience=args.patience,
         learning_rate=args.learning_rate,
         feature_dropout=args.feature_dropout,
         seed=args.seed,
@@ -146,11 +155,12 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         active_threshold=args.active_threshold,
         likelihood=args.likelihood,
     )
+    return image_train_config(**fields) if kind == "image" else TrainConfig(**fields)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    config = _train_config(args)
     kind = args.kind if args.kind != "auto" else ("image" if is_image_source(args.data) else "tabular")
+    config = _train_config(args, kind)
     if kind == "image":
         return train_images(args, config)
     overrides = read_schema(args.schema) if args.schema else None
@@ -259,7 +269,8 @@ def demo_command(args: argparse.Namespace) -> int:
     print(f"demo data: {data_path} (training), {test_path} (held-out test set, another seed)")
     started = time.perf_counter()
     train_args = build_parser().parse_args(
-        ["train", str(data_path), "--out", str(model_dir), "--label-column", LABEL, "--epochs", str(args.epochs)]
+        ["train", str(data_path), "--out", str(model_dir), "--label-column", LABEL]
+        + (["--epochs", str(args.epochs)] if args.epochs else [])
     )
     train_command(train_args)
     print(f"trained in {time.perf_counter() - started:.1f} s")

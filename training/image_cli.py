@@ -132,7 +132,8 @@ def demo_image(args: argparse.Namespace, train: Callable[[list[str]], int], serv
     normal = str(DEMO_NORMAL_DIGIT)
     print(f"demo data: {train_path} (training; digit {normal} is normal), {test_path} (held-out test set)")
     started = time.perf_counter()
-    train_args = [str(train_path), "--out", str(model_dir), "--normal-value", normal, "--epochs", str(args.epochs)]
+    train_args = [str(train_path), "--out", str(model_dir), "--normal-value", normal]
+    train_args += ["--epochs", str(args.epochs)] if args.epochs else []
     train(train_args)
     print(f"trained in {time.perf_counter() - started:.1f} s")
     detector = BaseDetector.load(model_dir, "auto")
