@@ -17,7 +17,8 @@ import torch
 
 from model.artifact import Manifest, load_artifact, save_artifact
 from model.errors import ArtifactError
-from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns, records_to_columns
+from model.json_columns import json_records_to_columns, json_table_to_columns
+from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns
 from model.scoring import ScoreTerms, ScoringConfig, concat_terms, posterior_noise, score_batch
 from model.thresholds import ThresholdSet, p_values, sort_calibration
 from model.vae import TabularVAE
@@ -102,7 +103,12 @@ class Detector:
     # -- inputs ---------------------------------------------------------------------------------
 
     def columns_from_records(self, records: Sequence[object]) -> Columns:
-        return records_to_columns(self.schema, records)
+        """JSON records → checked columns (the rules of `records_to_columns`, checked per column)."""
+        return json_records_to_columns(self.schema, records)
+
+    def columns_from_rows(self, names: Sequence[str], rows: Sequence[Sequence[object]]) -> Columns:
+        """A columnar JSON body (column names, rows of values) → checked columns."""
+        return json_table_to_columns(self.schema, names, rows)
 
     def columns_from_table(self, columns: dict[str, np.ndarray]) -> Columns:
         return check_columns(self.schema, columns)
