@@ -18,6 +18,11 @@ is read from /proc after the warm-up of the first scenario.
     python -m bench.serving ../shared/datasets/adbench/6_cardio.npz ../shared/datasets/adbench/22_magic.gamma.npz
     python -m bench.serving DATA.npz --quick --out /tmp/serving.json     # 3 s per scenario instead of 10
     python -m bench.serving DATA.npz --env VAE_ANOMALY_MICRO_BATCH=false  # a service setting for this run
+    python -m bench.serving DATA.npz --variant off:VAE_ANOMALY_MICRO_BATCH=false --variant on   # before/after
+
+`--variant NAME[:VAR=VALUE,...]` (repeatable) runs the service once per variant with those variables,
+all against the same floors in the same run; `PYTHONPATH=/some/checkout` serves another version of
+the code (e.g. `git archive` of an older commit), which is how before/after numbers were taken.
 
 Goals (issue 5): single records at concurrency 64 ≥ 80% of the HTTP floor's requests/s; p99 at
 concurrency 16 < 4× its p50; batches of 4096 ≥ 60% of the compute floor's records/s.
@@ -253,6 +258,12 @@ def ensure_model(npz: Path, models: Path) -> Path:
     return directory
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """'name:VAR=1,OTHER=2' → ('name', {'VAR': '1', 'OTHER': '2'})."""
+    name, _, assignments = text.partition(":")
+    return name, dict(item.split("=", 1) for item in assignments.split(",") if item)
+
+
 def run_dataset(npz: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     name = dataset_name(npz)
     model_dir = ensure_model(npz, args.models)
@@ -261,12 +272,14 @@ def run_dataset(npz: Path, args: argparse.Namespace, work: Path) -> dict[str, An
     env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
     if args.torch_threads:
         env["VAE_ANOMALY_TORCH_THREADS"] = str(args.torch_threads)
-    result: dict[str, Any] = {"dataset": name, "features": rows.shape[1], "model_dir": str(model_dir)}
+    result: dict[str, Any] = {"dataset": name, "features": rows.shape[1], "model_dir": str(model_dir), "service": {}}
 
-    say(f"{name}: service (vae-anomaly serve, 1 worker)")
-    port = free_port()
-    command = [str(BIN / "vae-anomaly"), "serve", str(model_dir), "--port", str(port), "--device", "cpu"]
-    result["service"] = measure_server(command, port, env, bodies, args, work)
+    for variant in args.variant or ["service"]:
+        label, extra = parse_variant(variant)
+        say(f"{name}: service {label} (vae-anomaly serve, 1 worker) {extra or ''}")
+        port = free_port()
+        command = [str(BIN / "vae-anomaly"), "serve", str(model_dir), "--port", str(port), "--device", "cpu"]
+        result["service"][label] = {"env": extra, **measure_server(command, port, {**env, **extra}, bodies, args, work)}
 
     say(f"{name}: HTTP floor (bench.http_floor, same uvicorn settings)")
     port = free_port()
@@ -282,31 +295,33 @@ def run_dataset(npz: Path, args: argparse.Namespace, work: Path) -> dict[str, An
 def table(results: list[dict[str, Any]]) -> str:
     """One Markdown table: service beside both floors, with the ratios the goals are about."""
     lines = [
-        "| data set | load | service | HTTP floor | compute floor | ratio |",
-        "|---|---|---|---|---|---|",
+        "| data set | variant | load | service | HTTP floor | compute floor | ratio |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def cell(m: dict[str, Any]) -> str:
+        return f"{m['rps']:.0f} req/s, p50 {m['p50_ms']:.2f} / p99 {m['p99_ms']:.2f} ms"
+
     for r in results:
-        service, http, compute = r["service"], r["http_floor"], r["compute_floor"]
-        for c in SINGLE_CONCURRENCY:
-            s, h = service[f"single c={c}"], http[f"single c={c}"]
-            cell = lambda m: f"{m['rps']:.0f} req/s, p50 {m['p50_ms']:.2f} / p99 {m['p99_ms']:.2f} ms"  # noqa: E731
-            lines.append(
-                f"| {r['dataset']} | 1 record, c={c} | {cell(s)} | {cell(h)} | "
-                f"{compute['batch 1']['records_per_s']:.0f} rec/s (batch 1) | "
-                f"{s['rps'] / h['rps']:.0%} of HTTP floor; p99/p50 {s['p99_ms'] / s['p50_ms']:.1f} |"
-            )
-        for size in BATCH_SIZES:
-            s, h = service[f"batch {size}"], http[f"batch {size}"]
-            floor_key = f"batch {size}" if f"batch {size}" in compute else "batch 4096"
-            floor = compute[floor_key]["records_per_s"]
-            lines.append(
-                f"| {r['dataset']} | {size} records, c=1 | {s['records_per_s']:.0f} rec/s | "
-                f"{h['records_per_s']:.0f} rec/s | {floor:.0f} rec/s ({floor_key}) | "
-                f"{s['records_per_s'] / floor:.0%} of compute floor |"
-            )
-        lines.append(
-            f"| {r['dataset']} | RSS after warm-up | {service['rss_mb']:.0f} MB | {http['rss_mb']:.0f} MB | | |"
-        )
+        http, compute = r["http_floor"], r["compute_floor"]
+        for label, service in r["service"].items():
+            where = f"{r['dataset']} | {label}"
+            for c in SINGLE_CONCURRENCY:
+                s, h = service[f"single c={c}"], http[f"single c={c}"]
+                lines.append(
+                    f"| {where} | 1 record, c={c} | {cell(s)} | {cell(h)} | "
+                    f"{compute['batch 1']['records_per_s']:.0f} rec/s (batch 1) | "
+                    f"{s['rps'] / h['rps']:.0%} of HTTP floor; p99/p50 {s['p99_ms'] / s['p50_ms']:.1f} |"
+                )
+            for size in BATCH_SIZES:
+                s, h = service[f"batch {size}"], http[f"batch {size}"]
+                floor = compute[f"batch {size}"]["records_per_s"]
+                lines.append(
+                    f"| {where} | {size} records, c=1 | {s['records_per_s']:.0f} rec/s | "
+                    f"{h['records_per_s']:.0f} rec/s | {floor:.0f} rec/s (batch {size}) | "
+                    f"{s['records_per_s'] / floor:.0%} of compute floor |"
+                )
+            lines.append(f"| {where} | RSS after warm-up | {service['rss_mb']:.0f} MB | {http['rss_mb']:.0f} MB | | |")
     return "\n".join(lines)
 
 
@@ -319,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per scenario (default 2)")
     parser.add_argument("--torch-threads", type=int, default=None, help="server and compute floor (default torch's)")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="extra service environment")
+    parser.add_argument(
+        "--variant", action="append", metavar="NAME[:VAR=VALUE,...]", help="a service run with these variables"
+    )
     parser.add_argument("--label", default="", help="a name for this run, kept in the JSON")
     parser.add_argument("--out", type=Path, help="results JSON (default /tmp/bench-serving-<timestamp>.json)")
     return parser
@@ -340,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": os.getloadavg(),
         "seconds": args.seconds,
         "env": args.env,
+        "variants": args.variant,
         "torch_threads": args.torch_threads,
     }
     results = []

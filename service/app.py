@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from model import __version__
 from model.detector import Detector
+from service.batching import MicroBatcher
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.routes import router
@@ -59,6 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics = ServiceMetrics(detector.thresholds.calibration, thresholds)
         manifest = detector.manifest
         metrics.set_model(manifest.model_id, manifest.version, manifest.kind, str(detector.device))
+        if settings.micro_batch:
+            batcher = MicroBatcher(
+                detector, metrics, settings.micro_batch_max_records, settings.micro_batch_max_wait_seconds
+            )
+            batcher.start()
+            state.batcher = batcher
         state.detector, state.metrics, state.ready = detector, metrics, True
         logger.info(
             "model %s (version %s) loaded from %s on %s in %.2f s",
@@ -70,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         yield
         state.ready = False
+        if state.batcher is not None:
+            await state.batcher.close()
 
     app = FastAPI(
         title="vae-anomaly",

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
-from model.detector import score_results
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
+from service.batching import ScoreBody, body_columns, score_body
 from service.errors import ApiError
 from service.schemas import (
     ActiveThresholdUpdate,
+    ColumnarScoreRequest,
     ErrorResponse,
     ReconstructResponse,
     SampleRequest,
@@ -41,14 +42,15 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+def _openapi_body(*models: type[BaseModel]) -> dict[str, Any]:
     """Document a body that the handler parses itself (orjson: strict JSON, no NaN/Infinity)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+    schemas = [model.model_json_schema() for model in models]
+    schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-async def read_body(request: Request, model: type[Body], max_records: int | None = None) -> Body:
-    """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts),
-    refuse more than `max_records` records with a 413 before validating them, then validate."""
+async def _read_json(request: Request) -> dict[str, Any]:
+    """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts)."""
     try:
         data = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
@@ -57,9 +59,25 @@ async def read_body(request: Request, model: type[Body], max_records: int | None
         ) from exc
     if not isinstance(data, dict):
         raise ApiError(422, "expected a JSON object", "model_type", ("body",))
+    return data
+
+
+async def read_body(request: Request, model: type[Body], max_records: int | None = None) -> Body:
+    """Parse strict JSON, refuse more than `max_records` records with a 413 before validating them,
+    then validate."""
+    data = await _read_json(request)
     if max_records is not None:
         _check_batch(data, max_records)
     return _validate(model, data)
+
+
+async def read_score_body(request: Request, max_records: int) -> ScoreBody:
+    """A `/score` or `/reconstruct` body: `{"records": [...]}`, or columnar when it has "columns"."""
+    data = await _read_json(request)
+    _check_batch(data, max_records)
+    if "columns" in data:
+        return _validate(ColumnarScoreRequest, data)
+    return _validate(ScoreRequest, data)
 
 
 def _validate(model: type[Body], data: dict[str, Any]) -> Body:
@@ -72,14 +90,16 @@ def _validate(model: type[Body], data: dict[str, Any]) -> Body:
 
 
 def _check_batch(data: dict[str, Any], limit: int) -> None:
-    records = data.get("records")
-    if isinstance(records, list) and len(records) > limit:
-        raise ApiError(
-            413,
-            f"{len(records)} records exceed the limit of {limit} per request (VAE_ANOMALY_MAX_BATCH); split the batch",
-            "too_many_records",
-            ("body", "records"),
-        )
+    for key in ("records", "data"):
+        records = data.get(key)
+        if isinstance(records, list) and len(records) > limit:
+            raise ApiError(
+                413,
+                f"{len(records)} records exceed the limit of {limit} per request (VAE_ANOMALY_MAX_BATCH); "
+                "split the batch",
+                "too_many_records",
+                ("body", key),
+            )
 
 
 def _model_ref(state: ServiceState) -> dict[str, str]:
@@ -95,21 +115,13 @@ def _json(payload: Any, status: int = 200) -> Response:
     "/score",
     response_model=ScoreResponse,
     responses=ERRORS,
-    openapi_extra=_openapi_body(ScoreRequest),
+    openapi_extra=_openapi_body(ScoreRequest, ColumnarScoreRequest),
     tags=["scoring"],
 )
 async def score(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Score records: higher = more anomalous; `is_anomaly` follows the active threshold."""
-    body = await read_body(request, ScoreRequest, state.settings.max_batch)
-    detector, metrics = state.loaded()
-
-    def run() -> list[dict[str, Any]]:
-        columns = detector.columns_from_records(body.records)
-        scored = detector.score(columns)
-        metrics.observe_scores(scored.terms.score, scored.exceeded, scored.thresholds.names)
-        return score_results(detector, scored, body.explain)
-
-    results = await run_in_threadpool(run)
+    body = await read_score_body(request, state.settings.max_batch)
+    results = await score_body(state, body)
     return _json({"model": _model_ref(state), "results": results})
 
 
@@ -117,14 +129,14 @@ async def score(request: Request, state: ServiceState = Depends(get_state)) -> R
     "/reconstruct",
     response_model=ReconstructResponse,
     responses=ERRORS,
-    openapi_extra=_openapi_body(ScoreRequest),
+    openapi_extra=_openapi_body(ScoreRequest, ColumnarScoreRequest),
     tags=["scoring"],
 )
 async def reconstruct(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Reconstruct records at the posterior mean: denoised values, missing ones imputed."""
-    body = await read_body(request, ScoreRequest, state.settings.max_batch)
+    body = await read_score_body(request, state.settings.max_batch)
     detector, _ = state.loaded()
-    results = await run_in_threadpool(lambda: detector.reconstruct(detector.columns_from_records(body.records)))
+    results = await run_in_threadpool(lambda: detector.reconstruct(body_columns(detector, body)))
     return _json({"model": _model_ref(state), "results": results})
 
 

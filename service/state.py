@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -12,6 +13,9 @@ from model.thresholds import ThresholdSet
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from service.batching import MicroBatcher
+
 
 @dataclass
 class ServiceState:
@@ -19,6 +23,7 @@ class ServiceState:
     detector: Detector | None = None
     metrics: ServiceMetrics | None = None
     ready: bool = False
+    batcher: MicroBatcher | None = None  # None when micro-batching is off
     threshold_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def loaded(self) -> tuple[Detector, ServiceMetrics]:
