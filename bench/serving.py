@@ -221,16 +221,13 @@ def measure_server(
 
 
 def compute_floor(model_dir: Path, rows: np.ndarray, seconds: float, threads: int | None) -> dict[str, Any]:
-    """`Detector.score` on checked columns in this process, on a worker thread as the service scores.
+    """`Detector.score` on checked columns in this process, threaded as the service is: the model is
+    loaded and warmed up on the main thread, then scored on a worker thread.
 
-    Not on the main thread: there torch's OpenMP team (2 threads here) spin-waits against any other
-    load on a 2-core VM, and one record took 36 ms instead of 0.56 ms on a worker thread (load 5.4).
+    With torch's default threads on this 2-core VM under other load, scoring one record on the
+    thread that first used torch took 36 ms, on a later worker thread 0.56 ms (load 5.4); the server
+    warms up on its main thread and scores on worker threads, so the floor does the same.
     """
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(_compute_floor, model_dir, rows, seconds, threads).result()
-
-
-def _compute_floor(model_dir: Path, rows: np.ndarray, seconds: float, threads: int | None) -> dict[str, Any]:
     import torch
 
     from model.detector import Detector
@@ -238,6 +235,14 @@ def _compute_floor(model_dir: Path, rows: np.ndarray, seconds: float, threads: i
     if threads:
         torch.set_num_threads(threads)
     detector = Detector.load(model_dir, "cpu")
+    detector.score(detector.columns_from_records(detector.sample(4, seed=0)))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(_compute_floor, detector, rows, seconds).result()
+
+
+def _compute_floor(detector: Any, rows: np.ndarray, seconds: float) -> dict[str, Any]:
+    import torch
+
     rng = np.random.default_rng(1)
     out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     for size in COMPUTE_BATCHES:
