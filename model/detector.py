@@ -16,7 +16,8 @@ import torch
 
 from model.artifact import Manifest
 from model.base_detector import BaseDetector, ScoreBatch, resolve_device
-from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns, records_to_columns
+from model.json_columns import json_records_to_columns, json_table_to_columns
+from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns
 from model.scoring import ScoreTerms, ScoringConfig, concat_terms, score_batch
 from model.vae import DecoderOutput, TabularVAE, VAEConfig
 
@@ -59,7 +60,12 @@ class Detector(BaseDetector):
     # -- inputs ---------------------------------------------------------------------------------
 
     def columns_from_records(self, records: Sequence[object]) -> Columns:
-        return records_to_columns(self.schema, records)
+        """JSON records → checked columns (the rules of `records_to_columns`, checked per column)."""
+        return json_records_to_columns(self.schema, records)
+
+    def columns_from_rows(self, names: Sequence[str], rows: Sequence[Sequence[object]]) -> Columns:
+        """A columnar JSON body (column names, rows of values) → checked columns."""
+        return json_table_to_columns(self.schema, names, rows)
 
     def columns_from_table(self, columns: dict[str, np.ndarray]) -> Columns:
         return check_columns(self.schema, columns)
@@ -87,6 +93,11 @@ class Detector(BaseDetector):
 
     def expected_records(self, terms: ScoreTerms) -> list[dict[str, object]]:
         """The decoder's most likely record at the posterior mean, in original units."""
+        columns = self.expected_columns(terms)
+        return [{name: columns[name][i] for name in self.schema.names} for i in range(len(terms.score))]
+
+    def expected_columns(self, terms: ScoreTerms) -> dict[str, list[object]]:
+        """`expected_records` as one list per feature."""
         expected = terms.expected
         assert isinstance(expected, DecoderOutput)
         category_index = (
@@ -95,7 +106,7 @@ class Detector(BaseDetector):
             else np.zeros((len(terms.score), 0), dtype=np.int64)
         )
         boolean_value = (expected.boolean_logits > 0).numpy().astype(np.float64)
-        return self.codec.decode_records(expected.numeric_mean.double().numpy(), category_index, boolean_value)
+        return self.codec.decode_columns(expected.numeric_mean.double().numpy(), category_index, boolean_value)
 
     def reconstruct(self, columns: Columns) -> list[dict[str, object]]:
         """Reconstruction (denoised record, missing entries imputed) and per-feature errors.
@@ -136,37 +147,60 @@ class Detector(BaseDetector):
 
 
 def score_results(detector: Detector, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
-    """Build one JSON-ready result per record (see the `/score` contract in the README)."""
+    """Build one JSON-ready result per record (see the `/score` contract in the README).
+
+    Arrays become flat Python lists once (`tolist`) and the top features are picked for the whole
+    batch with one argsort, so the per-record loop only assembles dicts. Flat lists, not lists of
+    lists: every container allocated counts toward a garbage collection, and for 4096 records the
+    collections cost more than the loop itself.
+    """
     terms = scored.terms
     names = detector.schema.names
-    expected = detector.expected_records(terms) if explain > 0 else None
-    # Missing features contribute nothing, so they sink below every observed one in the ranking.
-    ranked = np.argsort(-np.where(scored.missing, -np.inf, terms.contributions), axis=1, kind="stable")
-    results = []
-    for i in range(len(scored)):
-        top = []
-        if expected is not None:
-            for j in ranked[i, :explain].tolist():
-                if scored.missing[i, j]:
+    threshold_names = scored.thresholds.names
+    active_index = threshold_names.index(scored.thresholds.active)
+    missing = scored.missing
+    n = len(scored)
+    top: list[list[dict[str, object]]] = [[] for _ in range(n)]
+    k = min(explain, len(names))
+    if k > 0 and n:
+        expected = detector.expected_columns(terms)
+        values = {name: scored.inputs[name].tolist() for name in names}
+        # Missing features contribute nothing, so they sink below every observed one in the ranking.
+        ranked = np.argsort(-np.where(missing, -np.inf, terms.contributions), axis=1, kind="stable")[:, :k]
+        top_feature = ranked.ravel().tolist()  # (B * k,), record i's top features at [i * k, (i + 1) * k)
+        top_missing = np.take_along_axis(missing, ranked, axis=1).ravel().tolist()
+        top_contribution = np.take_along_axis(terms.contributions, ranked, axis=1).ravel().tolist()
+        for i in range(n):
+            for m in range(i * k, (i + 1) * k):
+                if top_missing[m]:
                     break
-                name = names[j]
-                value = scored.inputs[name][i]
-                top.append(
+                name = names[top_feature[m]]
+                top[i].append(
                     {
                         "feature": name,
-                        "contribution": float(terms.contributions[i, j]),
-                        "value": _json_value(detector, name, value),
-                        "expected": expected[i][name],
+                        "contribution": top_contribution[m],
+                        "value": _json_value(detector, name, values[name][i]),
+                        "expected": expected[name][i],
                     }
                 )
-        results.append(
-            {
-                **detector.result_fields(scored, i),
-                "missing": [name for j, name in enumerate(names) if scored.missing[i, j]],
-                "top_features": top,
-            }
-        )
-    return results
+    missing_names = {int(i): [names[j] for j in np.flatnonzero(missing[i])] for i in np.flatnonzero(missing.any(1))}
+    exceeded = [scored.exceeded[:, t].tolist() for t in range(len(threshold_names))]  # (T,) lists of B
+    is_anomaly = exceeded[active_index]
+    score, elbo = terms.score.tolist(), terms.elbo.tolist()
+    reconstruction_error, p_value = terms.reconstruction_error.tolist(), scored.p_value.tolist()
+    return [
+        {
+            "score": score[i],
+            "elbo": elbo[i],
+            "reconstruction_error": reconstruction_error[i],
+            "p_value": p_value[i],
+            "is_anomaly": is_anomaly[i],
+            "thresholds_exceeded": [t for t, over in zip(threshold_names, exceeded, strict=True) if over[i]],
+            "missing": missing_names.get(i, []),
+            "top_features": top[i],
+        }
+        for i in range(n)
+    ]
 
 
 def _json_value(detector: Detector, name: str, value: object) -> object:

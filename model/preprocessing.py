@@ -378,6 +378,15 @@ class TabularCodec:
 
         numeric_std (B, n_numeric), category_index (B, n_categorical) ints, boolean_value (B, n_boolean) 0/1.
         """
+        columns = self.decode_columns(numeric_std, category_index, boolean_value)
+        n = numeric_std.shape[0]
+        return [{name: columns[name][i] for name in self.schema.names} for i in range(n)]
+
+    def decode_columns(
+        self, numeric_std: np.ndarray, category_index: np.ndarray, boolean_value: np.ndarray
+    ) -> dict[str, list[object]]:
+        """As `decode_records`, one list of JSON-ready values per feature: cheaper when a caller
+        needs a few cells of each record (the top features) rather than whole records."""
         numeric = self.to_original(numeric_std)
         columns: dict[str, list[object]] = {}
         for j, feature in enumerate(self.numeric):
@@ -388,5 +397,4 @@ class TabularCodec:
             columns[feature.name] = [names[i] for i in category_index[:, j].tolist()]
         for j, feature in enumerate(self.boolean):
             columns[feature.name] = [bool(v) for v in boolean_value[:, j].tolist()]
-        n = numeric_std.shape[0]
-        return [{name: columns[name][i] for name in self.schema.names} for i in range(n)]
+        return columns

@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from model import __version__
 from model.base_detector import BaseDetector
+from service.batching import MicroBatcher
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimitMiddleware
 from service.logs import AccessLogMiddleware
@@ -86,6 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         current = activate(state, detector, settings.model_dir)
         if replacement:
             state.metrics.record_reload(True)
+        if settings.micro_batch:
+            state.batcher = MicroBatcher(settings.micro_batch_max_records, settings.micro_batch_max_wait_seconds)
+            state.batcher.start()
         state.ready = True
         manifest = current.detector.manifest
         logger.info(
@@ -100,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         state.ready = False
         reloader.remove_signal_handler()
+        if state.batcher is not None:
+            await state.batcher.close()  # scores what is queued, so before the metrics close
         state.metrics.close()
 
     app = FastAPI(

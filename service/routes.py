@@ -11,12 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from model.base_detector import BaseDetector
-from model.detector import Detector
 from model.image_detector import ImageDetector
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
+from service.batching import ScoreBody, check_inputs, score_body
 from service.errors import ApiError
 from service.schemas import (
     ActiveThresholdUpdate,
+    ColumnarScoreRequest,
     ErrorResponse,
     ImageScoreRequest,
     ReconstructResponse,
@@ -56,8 +57,12 @@ def _openapi_body(*models: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-INPUT_FIELDS = {"tabular": ("records",), "image": ("images", "arrays")}
+INPUT_FIELDS = {"tabular": ("records", "columns", "data"), "image": ("images", "arrays")}
 """The body fields that carry inputs, per model kind."""
+EXPECTED_INPUT = {
+    "tabular": "a tabular model: send 'records' (or 'columns' and 'data')",
+    "image": "an image model: send 'images' or 'arrays'",
+}
 
 
 def _check_kind(data: dict[str, Any], detector: BaseDetector) -> None:
@@ -66,21 +71,16 @@ def _check_kind(data: dict[str, Any], detector: BaseDetector) -> None:
     other = "image" if kind == "tabular" else "tabular"
     wrong = [name for name in INPUT_FIELDS[other] if name in data]
     if wrong and not any(name in data for name in INPUT_FIELDS[kind]):
-        expected = " or ".join(f"'{name}'" for name in INPUT_FIELDS[kind])
         raise ApiError(
             422,
-            f"the loaded model is {'an' if kind == 'image' else 'a'} {kind} model: send {expected}, not '{wrong[0]}' (which is for {other} models)",
+            f"the loaded model is {EXPECTED_INPUT[kind]}, not '{wrong[0]}' (which is for {other} models)",
             "wrong_model_kind",
             ("body", wrong[0]),
         )
 
 
-async def read_body(
-    request: Request, model: type[Body], max_records: int | None = None, detector: BaseDetector | None = None
-) -> Body:
-    """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts),
-    refuse a body meant for another kind of model, refuse more than `max_records` records or images
-    with a 413 before validating them, then validate."""
+async def _read_json(request: Request) -> dict[str, Any]:
+    """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts)."""
     try:
         data = orjson.loads(await request.body())
     except orjson.JSONDecodeError as exc:
@@ -89,11 +89,30 @@ async def read_body(
         ) from exc
     if not isinstance(data, dict):
         raise ApiError(422, "expected a JSON object", "model_type", ("body",))
+    return data
+
+
+async def read_body(
+    request: Request, model: type[Body], max_records: int | None = None, detector: BaseDetector | None = None
+) -> Body:
+    """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts),
+    refuse a body meant for another kind of model, refuse more than `max_records` records or images
+    with a 413 before validating them, then validate."""
+    data = await _read_json(request)
     if detector is not None:
         _check_kind(data, detector)
     if max_records is not None:
         _check_batch(data, max_records)
     return _validate(model, data)
+
+
+async def read_score_body(request: Request, max_records: int) -> ScoreBody:
+    """A `/score` or `/reconstruct` body: `{"records": [...]}`, or columnar when it has "columns"."""
+    data = await _read_json(request)
+    _check_batch(data, max_records)
+    if "columns" in data:
+        return _validate(ColumnarScoreRequest, data)
+    return _validate(ScoreRequest, data)
 
 
 def _validate(model: type[Body], data: dict[str, Any]) -> Body:
@@ -106,7 +125,7 @@ def _validate(model: type[Body], data: dict[str, Any]) -> Body:
 
 
 def _check_batch(data: dict[str, Any], limit: int) -> None:
-    for field in ("records", "images", "arrays"):
+    for field in ("records", "data", "images", "arrays"):
         items = data.get(field)
         if isinstance(items, list) and len(items) > limit:
             raise ApiError(
@@ -132,45 +151,28 @@ def _json(payload: Any, status: int = 200) -> Response:
     response_model=ScoreResponse,
     response_model_exclude_none=True,
     responses=ERRORS,
-    openapi_extra=_openapi_body(ScoreRequest, ImageScoreRequest),
+    openapi_extra=_openapi_body(ScoreRequest, ColumnarScoreRequest, ImageScoreRequest),
     tags=["scoring"],
 )
 async def score(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Score records or images: higher = more anomalous; `is_anomaly` follows the active threshold."""
     detector, metrics = state.loaded()  # one model for the whole request, even across a reload
-    inputs = await _read_inputs(request, state, detector)
-
-    def run() -> list[dict[str, Any]]:
-        scored = detector.score(inputs.checked())
-        metrics.observe_scores(scored.terms.score, scored.exceeded, scored.thresholds.names)
-        return detector.results(scored, inputs.explain)
-
-    results = await run_in_threadpool(run)
+    body = await _read_inputs(request, state, detector)
+    results = await score_body(state, detector, metrics, body)
     return _json({"model": _model_ref(detector), "results": results})
 
 
-class _Inputs:
-    """A validated body and how to check its inputs against the model (done in the worker thread:
-    decoding images or checking many records is CPU work)."""
-
-    def __init__(self, detector: BaseDetector, body: ScoreRequest | ImageScoreRequest, max_pixels: int):
-        self.detector, self.body, self.max_pixels = detector, body, max_pixels
-        self.explain = body.explain
-
-    def checked(self) -> Any:
-        if isinstance(self.body, ImageScoreRequest):
-            assert isinstance(self.detector, ImageDetector)
-            return self.detector.inputs_from_payload(self.body.images, self.body.arrays, self.max_pixels)
-        assert isinstance(self.detector, Detector)
-        return self.detector.columns_from_records(self.body.records)
-
-
-async def _read_inputs(request: Request, state: ServiceState, detector: BaseDetector) -> _Inputs:
-    model: type[ScoreRequest | ImageScoreRequest] = (
-        ImageScoreRequest if isinstance(detector, ImageDetector) else ScoreRequest
-    )
-    body = await read_body(request, model, state.settings.max_batch, detector)
-    return _Inputs(detector, body, state.settings.max_image_pixels)
+async def _read_inputs(request: Request, state: ServiceState, detector: BaseDetector) -> ScoreBody:
+    """The body of `/score` or `/reconstruct` for the loaded model's kind: records, a columnar
+    table (with "columns") or images; a body of the other kind gets a 422 saying which is expected."""
+    data = await _read_json(request)
+    _check_kind(data, detector)
+    _check_batch(data, state.settings.max_batch)
+    if isinstance(detector, ImageDetector):
+        return _validate(ImageScoreRequest, data)
+    if "columns" in data:
+        return _validate(ColumnarScoreRequest, data)
+    return _validate(ScoreRequest, data)
 
 
 @router.post(
@@ -178,15 +180,16 @@ async def _read_inputs(request: Request, state: ServiceState, detector: BaseDete
     response_model=ReconstructResponse,
     response_model_exclude_none=True,
     responses=ERRORS,
-    openapi_extra=_openapi_body(ScoreRequest, ImageScoreRequest),
+    openapi_extra=_openapi_body(ScoreRequest, ColumnarScoreRequest, ImageScoreRequest),
     tags=["scoring"],
 )
 async def reconstruct(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Reconstruct at the posterior mean. Records: denoised values, missing ones imputed. Images:
     the reconstruction and an error heatmap over the input, both base64 PNGs at the input's size."""
     detector, _ = state.loaded()
-    inputs = await _read_inputs(request, state, detector)
-    results = await run_in_threadpool(lambda: detector.reconstruct(inputs.checked()))
+    body = await _read_inputs(request, state, detector)
+    max_pixels = state.settings.max_image_pixels
+    results = await run_in_threadpool(lambda: detector.reconstruct(check_inputs(detector, body, max_pixels)))
     return _json({"model": _model_ref(detector), "results": results})
 
 

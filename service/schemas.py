@@ -53,6 +53,23 @@ class ImageScoreRequest(BaseModel):
         return self
 
 
+class ColumnarScoreRequest(BaseModel):
+    """The same records as a table: cheaper to send and to parse than one object per record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    columns: list[str] = Field(
+        min_length=1, description="feature names, each feature exactly once", examples=[["amount", "channel"]]
+    )
+    data: list[list[Any]] = Field(
+        min_length=1,
+        description="one array per record, values in `columns` order (null for missing). "
+        "At most VAE_ANOMALY_MAX_BATCH rows (413 above).",
+        examples=[[[54.2, "web"]]],
+    )
+    explain: int = Field(default=3, ge=0, le=1000, description="how many top features to list per record")
+
+
 class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(default=None, description="bearer token for the admin endpoints")
     torch_threads: int | None = Field(default=None, ge=1, description="default: torch's own choice")
     explain_default: int = Field(default=3, ge=0)
+    micro_batch: bool = Field(default=True, description="gather concurrent small /score requests into one pass")
+    micro_batch_max_records: int = Field(
+        default=64, ge=1, description="most records in one gathered batch; larger requests are scored alone"
+    )
+    micro_batch_max_wait_seconds: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="how long a batch waits for more requests after its first"
+    )
 
     # -- the serving process (see README "Operations") ------------------------------------------
     workers: int = Field(default=1, ge=1, description="uvicorn worker processes (`serve --workers` overrides it)")

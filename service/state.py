@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -17,6 +18,9 @@ from model.base_detector import BaseDetector
 from model.thresholds import ThresholdSet
 from service.metrics import ModelMetrics, ServiceMetrics
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.batching import MicroBatcher
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,7 @@ class ServiceState:
     metrics: ServiceMetrics | None = None
     current: LoadedModel | None = None
     ready: bool = False
+    batcher: MicroBatcher | None = None  # None when micro-batching is off
     threshold_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -1,0 +1,207 @@
+"""How `/score` bodies reach the detector: small requests micro-batched, large ones scored directly.
+
+A forward pass over one record costs nearly as much as one over 64 (Python and dispatch overhead, not
+arithmetic, dominate a small MLP), so concurrent single-record requests are gathered and scored in
+one pass. `MicroBatcher` keeps a queue of checked requests; one task takes what has gathered (at
+most `max_records` records, waiting at most `max_wait_seconds` for more after the first) and scores
+it on a single worker thread, so the event loop keeps parsing requests meanwhile. Under load, batches
+form while the previous one is being scored, even with no wait at all.
+
+Isolation: each request is checked (`Detector.columns_from_records`) on its own before it joins a
+batch, so a bad request gets its 422 and never touches the others; if scoring a gathered batch fails
+anyway, each of its requests is scored alone, so only the one at fault fails. Scores do not depend on
+the batch (fixed posterior noise, see `model.scoring`); a record's score in a batch equals its score
+alone within float round-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi.concurrency import run_in_threadpool
+
+from model.base_detector import BaseDetector
+from model.detector import Detector
+from model.image_detector import ImageDetector
+from model.preprocessing import Columns
+from service.errors import ApiError
+from service.metrics import ModelMetrics
+from service.schemas import ColumnarScoreRequest, ImageScoreRequest, ScoreRequest
+from service.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+Results = list[dict[str, Any]]
+ScoreBody = ScoreRequest | ColumnarScoreRequest | ImageScoreRequest
+
+
+def body_size(body: ScoreBody) -> int:
+    if isinstance(body, ImageScoreRequest):
+        return len(body.images or body.arrays or [])
+    return len(body.records) if isinstance(body, ScoreRequest) else len(body.data)
+
+
+def check_inputs(detector: BaseDetector, body: ScoreBody, max_image_pixels: int) -> Any:
+    """Check a records, columnar or image body against the model (raises `InputError`)."""
+    if isinstance(body, ImageScoreRequest):
+        assert isinstance(detector, ImageDetector)
+        return detector.inputs_from_payload(body.images, body.arrays, max_image_pixels)
+    assert isinstance(detector, Detector)
+    if isinstance(body, ScoreRequest):
+        return detector.columns_from_records(body.records)
+    return detector.columns_from_rows(body.columns, body.data)
+
+
+def score_and_observe(detector: BaseDetector, metrics: ModelMetrics, inputs: Any, explain: int) -> Results:
+    """Score checked inputs, build the result objects, then count them in the metrics (once each)."""
+    scored = detector.score(inputs)
+    results = detector.results(scored, explain)
+    metrics.observe_scores(scored.terms.score, scored.exceeded, scored.thresholds.names)
+    return results
+
+
+@dataclass
+class _Job:
+    detector: Detector  # the request's snapshot: a reload never mixes models in one batch
+    metrics: ModelMetrics
+    columns: Columns
+    size: int
+    explain: int
+    future: asyncio.Future[Results]
+
+
+class MicroBatcher:
+    """Gathers concurrent small scoring requests into one forward pass; see the module docstring."""
+
+    def __init__(self, max_records: int, max_wait_seconds: float):
+        self.max_records = max_records
+        self.max_wait_seconds = max_wait_seconds
+        self._pending: deque[_Job] = deque()
+        self._pending_records = 0
+        self._arrived = asyncio.Event()
+        self._full = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vae-anomaly-batch")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0  # scored batches and records, for tests and logs
+        self.records = 0
+
+    def start(self) -> None:
+        """Start the gathering task on the running event loop (the app's lifespan calls this)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="vae-anomaly-micro-batcher")
+
+    async def close(self) -> None:
+        """Score what is still queued, then stop the task and the worker thread."""
+        self._closing = True
+        self._arrived.set()
+        if self._task is not None:
+            await self._task
+        self._executor.shutdown(wait=True)
+
+    async def score(self, detector: Detector, metrics: ModelMetrics, columns: Columns, explain: int) -> Results:
+        """Queue checked columns; resolve to their results, in input order, once their batch is scored."""
+        if self._closing:
+            raise ApiError(503, "the server is shutting down; retry on another instance", "shutting_down")
+        size = len(next(iter(columns.values())))
+        job = _Job(detector, metrics, columns, size, explain, asyncio.get_running_loop().create_future())
+        self._pending.append(job)
+        self._pending_records += size
+        self._arrived.set()
+        if self._pending_records >= self.max_records:
+            self._full.set()
+        return await job.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._arrived.wait()
+            if not self._pending:
+                if self._closing:
+                    return
+                self._arrived.clear()
+                continue
+            if self.max_wait_seconds > 0 and self._pending_records < self.max_records and not self._closing:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.max_wait_seconds)
+            jobs = self._take()
+            outcomes = await loop.run_in_executor(self._executor, self._score_jobs, jobs)
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                if job.future.done():  # the caller went away (client disconnected)
+                    continue
+                if isinstance(outcome, BaseException):
+                    job.future.set_exception(outcome)
+                else:
+                    job.future.set_result(outcome)
+
+    def _take(self) -> list[_Job]:
+        """The oldest jobs up to `max_records` records (at least one job), in arrival order, all for
+        the same model (after a reload, requests still holding the old one form their own batch)."""
+        jobs = [self._pending.popleft()]
+        total = jobs[0].size
+        while (
+            self._pending
+            and total + self._pending[0].size <= self.max_records
+            and self._pending[0].detector is jobs[0].detector
+        ):
+            job = self._pending.popleft()
+            jobs.append(job)
+            total += job.size
+        self._pending_records -= total
+        if not self._pending:
+            self._arrived.clear()
+        if self._pending_records < self.max_records:
+            self._full.clear()
+        return jobs
+
+    def _score_jobs(self, jobs: list[_Job]) -> list[Results | BaseException]:
+        """On the worker thread: one pass for the batch, results split back per job."""
+        self.batches += 1
+        self.records += sum(job.size for job in jobs)
+        if len(jobs) == 1:
+            return [self._score_alone(jobs[0])]
+        explain = max(job.explain for job in jobs)
+        try:
+            columns = {name: np.concatenate([job.columns[name] for job in jobs]) for name in jobs[0].columns}
+            results = score_and_observe(jobs[0].detector, jobs[0].metrics, columns, explain)
+        except Exception:
+            logger.exception("scoring a batch of %d requests failed; scoring them one by one", len(jobs))
+            return [self._score_alone(job) for job in jobs]
+        outcomes: list[Results | BaseException] = []
+        start = 0
+        for job in jobs:
+            part = results[start : start + job.size]
+            start += job.size
+            if job.explain < explain:  # top features are ranked, so the first `explain` are this job's
+                for result in part:
+                    result["top_features"] = result["top_features"][: job.explain]
+            outcomes.append(part)
+        return outcomes
+
+    def _score_alone(self, job: _Job) -> Results | BaseException:
+        try:
+            return score_and_observe(job.detector, job.metrics, job.columns, job.explain)
+        except Exception as exc:
+            return exc
+
+
+async def score_body(state: ServiceState, detector: BaseDetector, metrics: ModelMetrics, body: ScoreBody) -> Results:
+    """Results for a `/score` body on the request's model snapshot: small tabular bodies through the
+    micro-batcher, everything else (large batches, images) directly on a threadpool thread.
+
+    Small bodies are checked on the event loop (a few µs per record) so a bad one fails alone;
+    large ones and images (decoding is CPU work) are checked on the threadpool, leaving the loop free.
+    """
+    batcher = state.batcher
+    max_pixels = state.settings.max_image_pixels
+    if batcher is not None and isinstance(detector, Detector) and body_size(body) <= batcher.max_records:
+        return await batcher.score(detector, metrics, check_inputs(detector, body, max_pixels), body.explain)
+    return await run_in_threadpool(
+        lambda: score_and_observe(detector, metrics, check_inputs(detector, body, max_pixels), body.explain)
+    )
