@@ -211,8 +211,8 @@ def make_pyod(method: str, seed: int):
     return cls(**kwargs), kwargs
 
 
-def run_pyod(method: str, split: Split, seed: int) -> Outcome:
-    x_train, x_test, n_used = reference_preprocess(split.x_train, split.x_test)
+def fit_and_score_pyod(method: str, x_train: np.ndarray, x_test: np.ndarray, seed: int, info: dict) -> Outcome:
+    """Fit a PyOD reference detector with its defaults and score the test rows, timing both."""
     model, kwargs = make_pyod(method, seed)
     started = time.perf_counter()
     model.fit(x_train)
@@ -220,8 +220,12 @@ def run_pyod(method: str, split: Split, seed: int) -> Outcome:
     started = time.perf_counter()
     scores = model.decision_function(x_test)
     score_seconds = time.perf_counter() - started
-    info = {"features_used": n_used, "kwargs": kwargs}
-    return Outcome(np.asarray(scores, dtype=np.float64).ravel(), fit_seconds, score_seconds, info)
+    return Outcome(np.asarray(scores, dtype=np.float64).ravel(), fit_seconds, score_seconds, {**info, "kwargs": kwargs})
+
+
+def run_pyod(method: str, split: Split, seed: int) -> Outcome:
+    x_train, x_test, n_used = reference_preprocess(split.x_train, split.x_test)
+    return fit_and_score_pyod(method, x_train, x_test, seed, {"features_used": n_used})
 
 
 def method_runner(method: str, overrides: dict[str, Any]) -> Callable[[Split, int], Outcome]:

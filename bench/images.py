@@ -35,7 +35,7 @@ from bench.detection import (
     Outcome,
     Split,
     environment,
-    make_pyod,
+    fit_and_score_pyod,
     parse_overrides,
     report_only,
     run_tasks,
@@ -97,14 +97,7 @@ def run_project_images(split: Split, seed: int, overrides: dict[str, Any]) -> Ou
 def run_reference(method: str, split: Split, seed: int) -> Outcome:
     x_train = split.x_train.reshape(len(split.x_train), -1).astype(np.float64)
     x_test = split.x_test.reshape(len(split.x_test), -1).astype(np.float64)
-    model, kwargs = make_pyod(method, seed)
-    started = time.perf_counter()
-    model.fit(x_train)
-    fit_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    scores = model.decision_function(x_test)
-    score_seconds = time.perf_counter() - started
-    return Outcome(np.asarray(scores, dtype=np.float64).ravel(), fit_seconds, score_seconds, {"kwargs": kwargs})
+    return fit_and_score_pyod(method, x_train, x_test, seed, {})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -144,6 +144,16 @@ def write_bodies(directory: Path, rows: np.ndarray, seed: int = 0) -> dict[str, 
 # -- servers and load ---------------------------------------------------------------------------
 
 
+def stop(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 15 s: a benchmarked server never outlives the run."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def running(command: list[str], port: int, env: dict[str, str], log: Path) -> Iterator[int]:
     """Start a server, wait for /readyz, yield its pid, stop it (SIGTERM, then SIGKILL)."""
@@ -165,12 +175,7 @@ def running(command: list[str], port: int, env: dict[str, str], log: Path) -> It
                 time.sleep(0.2)
             yield process.pid
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 def wrk(port: int, bodies: Path, connections: int, seconds: float, script: Path, workdir: Path) -> dict[str, Any]:

@@ -17,8 +17,8 @@ import torch
 from model.artifact import Manifest
 from model.base_detector import BaseDetector, ScoreBatch, resolve_device
 from model.json_columns import json_records_to_columns, json_table_to_columns
-from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns
-from model.scoring import ScoreTerms, ScoringConfig, concat_terms, score_batch
+from model.preprocessing import Columns, TabularCodec, check_columns
+from model.scoring import ScoreTerms, ScoringConfig, score_in_chunks
 from model.vae import DecoderOutput, TabularVAE, VAEConfig
 
 __all__ = ["Detector", "ScoreBatch", "resolve_device", "score_columns", "score_results"]
@@ -30,13 +30,7 @@ def score_columns(
     vae: TabularVAE, codec: TabularCodec, columns: Columns, noise: torch.Tensor, scoring: ScoringConfig
 ) -> ScoreTerms:
     """Encode checked columns and score them in chunks of `scoring.chunk_size` records."""
-    batch: EncodedBatch = codec.encode(columns)
-    device = noise.device
-    parts = [
-        score_batch(vae, codec, batch.slice(start, start + scoring.chunk_size).to(device), noise, scoring.method)
-        for start in range(0, max(len(batch), 1), scoring.chunk_size)  # one (empty) chunk for no records
-    ]
-    return concat_terms(parts)
+    return score_in_chunks(vae, codec, codec.encode(columns), noise, scoring)
 
 
 class Detector(BaseDetector):

@@ -27,7 +27,7 @@ from model.images import (
     resize,
     to_channels,
 )
-from model.scoring import ScoreTerms, ScoringConfig, concat_terms, score_batch
+from model.scoring import ScoreTerms, ScoringConfig, score_in_chunks
 
 REGION_GRID = 7
 """Regions are cells of a grid with about this many cells along the image's short side, each at least
@@ -36,18 +36,7 @@ REGION_GRID = 7
 
 def score_images(vae: ImageVAE, pixels: np.ndarray, noise: torch.Tensor, scoring: ScoringConfig) -> ScoreTerms:
     """Score (B, C, H, W) images in chunks of `scoring.chunk_size`: the same `score_batch` as tables."""
-    device = noise.device
-    parts = [
-        score_batch(
-            vae,
-            None,
-            ImageBatch.from_numpy(pixels[start : start + scoring.chunk_size]).to(device),
-            noise,
-            scoring.method,
-        )
-        for start in range(0, max(len(pixels), 1), scoring.chunk_size)
-    ]
-    return concat_terms(parts)
+    return score_in_chunks(vae, None, ImageBatch.from_numpy(pixels), noise, scoring)
 
 
 def region_cells(height: int, width: int) -> list[tuple[int, int, int, int]]:

@@ -107,6 +107,22 @@ def score_batch(
     )
 
 
+def score_in_chunks(
+    vae: TabularVAE | ImageVAE,
+    codec: TabularCodec | None,
+    batch: EncodedBatch | ImageBatch,
+    noise: torch.Tensor,
+    scoring: ScoringConfig,
+) -> ScoreTerms:
+    """`score_batch` over chunks of `scoring.chunk_size` inputs moved to the noise's device, so
+    memory stays bounded whatever the batch size."""
+    parts = [
+        score_batch(vae, codec, batch.slice(start, start + scoring.chunk_size).to(noise.device), noise, scoring.method)
+        for start in range(0, max(len(batch), 1), scoring.chunk_size)  # one (empty) chunk for no inputs
+    ]
+    return concat_terms(parts)
+
+
 def concat_terms(parts: list[ScoreTerms]) -> ScoreTerms:
     """Join the results of consecutive chunks."""
     if len(parts) == 1:

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Match
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model import __version__
 from model.base_detector import BaseDetector
@@ -38,12 +38,46 @@ def load_detector(settings: Settings) -> BaseDetector:
     return load_verified(settings.model_dir, settings.device)
 
 
-def _endpoint(request: Request) -> str:
+def _endpoint(app: FastAPI, scope: Scope) -> str:
     """The route template (e.g. '/thresholds/{name}'): a small, fixed label set."""
-    route = request.scope.get("route")
+    route = scope.get("route")
     if route is not None:
         return route.path
-    return _template(request.app.router.routes, request.scope) or "unmatched"
+    return _template(app.router.routes, scope) or "unmatched"
+
+
+class RequestMetricsMiddleware:
+    """Counts and times every HTTP request by route template and status for Prometheus.
+
+    Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware wraps each
+    request and response in extra tasks and streams, a measurable cost per request."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI, state: ServiceState):
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics = self.state.metrics
+            if metrics is not None:
+                endpoint = _endpoint(self.fastapi_app, scope)
+                metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+                metrics.duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
 
 
 def _template(routes: list[BaseRoute], scope: Scope) -> str | None:
@@ -121,19 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reload_router)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
 
-    @app.middleware("http")
-    async def record_metrics(request: Request, call_next):
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            if state.metrics is not None:
-                endpoint = _endpoint(request)
-                state.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
-                state.metrics.duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+    app.add_middleware(RequestMetricsMiddleware, fastapi_app=app, state=state)
 
     app.add_middleware(AccessLogMiddleware, log_payloads=settings.log_payloads)  # outermost: sees every request
 

@@ -30,7 +30,7 @@ from training.evaluate import detection_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
-from training.trainer import TrainConfig, fit_detector
+from training.trainer import TrainConfig, fit_detector, training_report
 
 logger = logging.getLogger("vae_anomaly")
 
@@ -174,14 +174,7 @@ def train_command(args: argparse.Namespace) -> int:
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
-    rows = summary["rows"]
-    print(f"rows: {rows['train']} train, {rows['validation']} validation, {rows['calibration']} calibration")
-    print(f"epochs: {summary['epochs']} (best {summary['best_epoch']}), device {summary['device']}")
-    print(f"ELBO per row (nats): train {summary['train_elbo']:.4f}, validation {summary['validation_elbo']:.4f}")
-    for name, threshold in manifest.thresholds.items():
-        marker = " (active)" if name == manifest.active_threshold else ""
-        print(f"threshold {name}: score > {threshold.value:.4f} at target FPR {threshold.target_fpr}{marker}")
-    print(f"wall time: {summary['wall_seconds']:.1f} s")
+    print("\n".join(training_report(manifest, summary, "row", 4)))
     return 0
 
 

@@ -22,7 +22,7 @@ from training.evaluate import detection_metrics, write_report
 from training.image_data import ImageSet, read_images
 from training.image_report import write_image_report
 from training.image_trainer import fit_image_detector
-from training.trainer import TrainConfig
+from training.trainer import TrainConfig, training_report
 
 DEMO_NORMAL_DIGIT = 0
 
@@ -61,14 +61,7 @@ def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
     summary = result.summary
     print(f"image model {manifest.model_id} (version {manifest.version}) written to {args.out}")
     print(f"images: {width}×{height}, {channels} channel(s); likelihood {config.likelihood}")
-    rows = summary["rows"]
-    print(f"images used: {rows['train']} train, {rows['validation']} validation, {rows['calibration']} calibration")
-    print(f"epochs: {summary['epochs']} (best {summary['best_epoch']}), device {summary['device']}")
-    print(f"ELBO per image (nats): train {summary['train_elbo']:.2f}, validation {summary['validation_elbo']:.2f}")
-    for name, threshold in manifest.thresholds.items():
-        marker = " (active)" if name == manifest.active_threshold else ""
-        print(f"threshold {name}: score > {threshold.value:.2f} at target FPR {threshold.target_fpr}{marker}")
-    print(f"wall time: {summary['wall_seconds']:.1f} s")
+    print("\n".join(training_report(manifest, summary, "image", 2)))
     return 0
 
 

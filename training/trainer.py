@@ -336,3 +336,22 @@ def fit_detector(
     )
     manifest = unsaved_manifest(fields)
     return TrainResult(detector=Detector(manifest, vae, device), summary=summary)
+
+
+def training_report(manifest: Manifest, summary: dict[str, Any], unit: str, digits: int) -> list[str]:
+    """What `vae-anomaly train` prints after a run: rows (or images) used, epochs, ELBO per `unit`,
+    the thresholds and the wall time."""
+    rows = summary["rows"]
+    lines = [
+        f"{unit}s used: {rows['train']} train, {rows['validation']} validation, {rows['calibration']} calibration",
+        f"epochs: {summary['epochs']} (best {summary['best_epoch']}), device {summary['device']}",
+        f"ELBO per {unit} (nats): train {summary['train_elbo']:.{digits}f}, "
+        f"validation {summary['validation_elbo']:.{digits}f}",
+    ]
+    for name, threshold in manifest.thresholds.items():
+        marker = " (active)" if name == manifest.active_threshold else ""
+        lines.append(
+            f"threshold {name}: score > {threshold.value:.{digits}f} at target FPR {threshold.target_fpr}{marker}"
+        )
+    lines.append(f"wall time: {summary['wall_seconds']:.1f} s")
+    return lines

@@ -58,7 +58,7 @@ def test_train_on_csv(csv_model: tuple[Path, str], labelled_csv: Path):
     manifest = detector.manifest
     assert out.startswith(f"model {manifest.model_id} (version {manifest.version}) written to {directory}\n")
     # Only the 300 normal rows are used; the label column is not a feature.
-    assert "rows: 210 train, 30 validation, 60 calibration" in out
+    assert "rows used: 210 train, 30 validation, 60 calibration" in out
     assert detector.schema.names == ["a", "b", "items", "color", "flag"]
     assert [f.type for f in detector.schema.features] == ["numeric", "numeric", "numeric", "categorical", "boolean"]
     assert detector.schema.features[2].integer
@@ -73,7 +73,7 @@ def test_train_on_npz_uses_y_as_labels(labelled_npz: Path, tmp_path: Path):
     detector = Detector.load(tmp_path / "m", "cpu")
     assert detector.schema.names == ["x0", "x1", "x2", "x3"]
     assert detector.manifest.version == "v7"
-    assert "rows: 210 train, 30 validation, 60 calibration" in out  # the 300 rows with y == 0
+    assert "rows used: 210 train, 30 validation, 60 calibration" in out  # the 300 rows with y == 0
 
 
 def test_train_with_schema_and_options(labelled_csv: Path, tmp_path: Path):
