@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import torch
@@ -119,10 +120,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.metrics.close()
             raise
         current = activate(state, detector, settings.model_dir)
+        state.compute_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vae-anomaly-compute")
+        await state.compute(detector.warm_up)  # torch's per-thread set-up, before the first request
         if replacement:
             state.metrics.record_reload(True)
         if settings.micro_batch:
-            state.batcher = MicroBatcher(settings.micro_batch_max_records, settings.micro_batch_max_wait_seconds)
+            state.batcher = MicroBatcher(
+                settings.micro_batch_max_records, settings.micro_batch_max_wait_seconds, state.compute_thread
+            )
             state.batcher.start()
         state.ready = True
         manifest = current.detector.manifest
@@ -140,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reloader.remove_signal_handler()
         if state.batcher is not None:
             await state.batcher.close()  # scores what is queued, so before the metrics close
+        state.compute_thread.shutdown(wait=True)
         state.metrics.close()
 
     app = FastAPI(

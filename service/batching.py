@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from fastapi.concurrency import run_in_threadpool
 
 from model.base_detector import BaseDetector
 from model.detector import Detector
@@ -80,14 +79,16 @@ class _Job:
 class MicroBatcher:
     """Gathers concurrent small scoring requests into one forward pass; see the module docstring."""
 
-    def __init__(self, max_records: int, max_wait_seconds: float):
+    def __init__(self, max_records: int, max_wait_seconds: float, executor: ThreadPoolExecutor | None = None):
         self.max_records = max_records
         self.max_wait_seconds = max_wait_seconds
         self._pending: deque[_Job] = deque()
         self._pending_records = 0
         self._arrived = asyncio.Event()
         self._full = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vae-anomaly-batch")
+        # The service's one compute thread (`ServiceState.compute_thread`), or a thread of its own.
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vae-anomaly-batch")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.batches = 0  # scored batches and records, for tests and logs
@@ -103,7 +104,8 @@ class MicroBatcher:
         self._arrived.set()
         if self._task is not None:
             await self._task
-        self._executor.shutdown(wait=True)
+        if self._own_executor:
+            self._executor.shutdown(wait=True)
 
     async def score(self, detector: Detector, metrics: ModelMetrics, columns: Columns, explain: int) -> Results:
         """Queue checked columns; resolve to their results, in input order, once their batch is scored."""
@@ -193,15 +195,15 @@ class MicroBatcher:
 
 async def score_body(state: ServiceState, detector: BaseDetector, metrics: ModelMetrics, body: ScoreBody) -> Results:
     """Results for a `/score` body on the request's model snapshot: small tabular bodies through the
-    micro-batcher, everything else (large batches, images) directly on a threadpool thread.
+    micro-batcher, everything else (large batches, images) directly on the compute thread.
 
     Small bodies are checked on the event loop (a few µs per record) so a bad one fails alone;
-    large ones and images (decoding is CPU work) are checked on the threadpool, leaving the loop free.
+    large ones and images (decoding is CPU work) are checked on the compute thread, leaving the loop free.
     """
     batcher = state.batcher
     max_pixels = state.settings.max_image_pixels
     if batcher is not None and isinstance(detector, Detector) and body_size(body) <= batcher.max_records:
         return await batcher.score(detector, metrics, check_inputs(detector, body, max_pixels), body.explain)
-    return await run_in_threadpool(
+    return await state.compute(
         lambda: score_and_observe(detector, metrics, check_inputs(detector, body, max_pixels), body.explain)
     )

@@ -7,7 +7,6 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from model.base_detector import BaseDetector
@@ -189,7 +188,7 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
     detector, _ = state.loaded()
     body = await _read_inputs(request, state, detector)
     max_pixels = state.settings.max_image_pixels
-    results = await run_in_threadpool(lambda: detector.reconstruct(check_inputs(detector, body, max_pixels)))
+    results = await state.compute(lambda: detector.reconstruct(check_inputs(detector, body, max_pixels)))
     return _json({"model": _model_ref(detector), "results": results})
 
 
@@ -219,9 +218,9 @@ async def sample(request: Request, state: ServiceState = Depends(get_state)) -> 
             raise ApiError(
                 422, "'grid' is for image models; this is a tabular model", "wrong_model_kind", ("body", "grid")
             )
-        grid = await run_in_threadpool(detector.sample_grid, body.n, seed, body.temperature)
+        grid = await state.compute(lambda: detector.sample_grid(body.n, seed, body.temperature))
         return _json({"model": _model_ref(detector), "seed": seed, "grid": grid})
-    samples = await run_in_threadpool(detector.sample, body.n, seed, body.temperature)
+    samples = await state.compute(lambda: detector.sample(body.n, seed, body.temperature))
     return _json({"model": _model_ref(detector), "seed": seed, "samples": samples})
 
 
