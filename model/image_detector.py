@@ -152,7 +152,9 @@ class ImageDetector(BaseDetector):
         add speckle)."""
         generator = torch.Generator().manual_seed(seed)
         z = (torch.randn(n, self.manifest.network.latent_dim, generator=generator) * temperature).to(self.device)
-        return self.vae.decode(z).mean().clamp(0, 1).cpu().numpy()
+        chunk = self.manifest.scoring.chunk_size  # bounded decoder memory, as when scoring
+        parts = [self.vae.decode(z[start : start + chunk]).mean().clamp(0, 1).cpu() for start in range(0, n, chunk)]
+        return torch.cat(parts).numpy() if parts else np.zeros((0, *self.spec.shape), dtype=np.float32)
 
     def warm_up(self) -> np.ndarray:
         images = self.sample_images(4, seed=0)

@@ -145,8 +145,8 @@ def decode_image(data: bytes, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS) ->
 def image_to_array(image: Image.Image) -> np.ndarray:
     """A Pillow image → (C, H, W) float32 in [0, 1]: 16-bit grey scaled from 65535, palette and
     alpha images flattened to RGB (alpha dropped), grey kept as one channel."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        pixels = np.asarray(image, dtype=np.float64) / (65535.0 if image.mode.startswith("I;16") else 1.0)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # "I": how some Pillow versions open 16-bit PNGs
+        pixels = np.asarray(image, dtype=np.float64) / 65535.0
         return np.clip(pixels, 0.0, 1.0).astype(np.float32)[None]
     if image.mode not in ("L", "RGB"):
         image = image.convert("L" if image.mode in ("1", "LA") else "RGB")

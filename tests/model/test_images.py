@@ -192,3 +192,11 @@ def test_continuous_bernoulli_density_integrates_to_one():
 def test_architecture_scales_with_the_image(height: int, width: int, channels: int, stages: int):
     config = image_network_config(channels, height, width)
     assert len(config.widths) == stages
+
+
+def test_16_bit_png_is_scaled_from_65535():
+    pixels = np.array([[0, 32768], [65535, 1000]], dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    image = decode_base64_image(base64.b64encode(buffer.getvalue()).decode(), ("images", 0))
+    np.testing.assert_allclose(image[0], pixels / 65535.0, rtol=1e-6)
