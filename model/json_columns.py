@@ -53,6 +53,12 @@ def _column(feature: FeatureSpec, values: Sequence[object]) -> np.ndarray | None
     return column
 
 
+PER_COLUMN_FROM = 16
+"""Below this many records the per-cell path is the faster one: a per-column check costs about 11 µs
+per feature in numpy calls whatever the number of records (230 µs for one 21-feature record, profiled
+under load), the per-cell path about 1 µs per cell."""
+
+
 def json_records_to_columns(schema: Schema, records: Sequence[object], loc_prefix: str = "records") -> Columns:
     """`records_to_columns` with the same rules, results and errors, checked per column.
 
@@ -60,7 +66,7 @@ def json_records_to_columns(schema: Schema, records: Sequence[object], loc_prefi
     """
     names = schema.names
     keys = set(names)
-    if not records or not all(type(r) is dict and r.keys() == keys for r in records):
+    if len(records) < PER_COLUMN_FROM or not all(type(r) is dict and r.keys() == keys for r in records):
         return records_to_columns(schema, records, loc_prefix)
     columns: Columns = {}
     for feature in schema.features:

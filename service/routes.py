@@ -240,7 +240,7 @@ async def get_thresholds(state: ServiceState = Depends(get_state)) -> Response:
     return _json(_thresholds_payload(detector.thresholds))
 
 
-def require_admin(request: Request, state: ServiceState = Depends(get_state)) -> None:
+async def require_admin(request: Request, state: ServiceState = Depends(get_state)) -> None:
     """Bearer-token check for admin endpoints, comparing in constant time."""
     token = state.settings.api_token
     if token is None or not token.get_secret_value():

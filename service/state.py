@@ -75,5 +75,6 @@ class ServiceState:
         metrics.set_thresholds({name: t.value for name, t in thresholds.thresholds.items()})
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """Async on purpose: FastAPI runs a plain `def` dependency in its threadpool, a thread hop per request."""
     return request.app.state.service

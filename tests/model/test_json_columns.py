@@ -17,6 +17,13 @@ GOOD = {"color": "green", "amount": 120.5, "flag": True, "count": 4}
 ODD_VALUES = [None, "", "abc", 3, -0.0, 2.5, 1e308, -1e308, 1e307, 2**70, 10**400, True, False, [], {}, float("nan")]
 
 
+@pytest.fixture(autouse=True)
+def _per_column_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compare the per-column path itself, even for the few records these tests send (below
+    `PER_COLUMN_FROM` the function takes the per-cell path on purpose)."""
+    monkeypatch.setattr("model.json_columns.PER_COLUMN_FROM", 0)
+
+
 def required(schema: Schema, *names: str) -> Schema:
     return Schema(features=[f.model_copy(update={"required": f.name in names}) for f in schema.features])
 
