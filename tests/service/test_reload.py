@@ -168,3 +168,15 @@ def test_thresholds_come_from_the_new_artifact(client, second_model):
     metrics = samples(client)
     assert ("vae_anomaly_threshold", (("name", "pager"),)) not in metrics
     assert ("vae_anomaly_threshold", (("name", "warn"),)) in metrics
+
+
+def test_reload_can_switch_to_an_image_model(client, tiny_image_model_dir, normal_record):
+    """The kind follows the artifact: after the reload, records get the wrong-kind 422 and images score."""
+    response = client.post("/admin/reload", json={"model_dir": str(tiny_image_model_dir)}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert client.get("/model").json()["kind"] == "image"
+    records = client.post("/score", json={"records": [normal_record]})
+    assert records.status_code == 422 and records.json()["detail"][0]["type"] == "wrong_model_kind"
+    image = [[0] * 8 for _ in range(8)]
+    assert client.post("/score", json={"arrays": [image]}).status_code == 200
+    assert 'kind="image"' in client.get("/metrics").text
