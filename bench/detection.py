@@ -603,11 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(f"/tmp/bench-detection-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json")
     project_label = args.label or PROJECT_LABEL
 
-    records: list[dict[str, Any]] = []
-    if args.resume and out.is_file():
-        records = [r for r in json.loads(out.read_text()).get("results", []) if not r.get("error")]
-        say(f"resuming: {len(records)} successful results kept from {out}")
-
+    records = previous_results(out) if args.resume else []
     env = environment()
     meta = {
         "protocol": "../shared/bench/PROTOCOL.md (tabular)",
@@ -639,6 +635,15 @@ def main(argv: list[str] | None = None) -> int:
                 yield name, seed, split, {"n_rows": split.n_rows, "n_features": int(x.shape[1])}
 
     return run_tasks(tasks(), methods, runners, project_label, out, meta, records, args.markdown)
+
+
+def previous_results(out: Path) -> list[dict[str, Any]]:
+    """With --resume: the successful results the --out file already holds (failures run again)."""
+    if not out.is_file():
+        return []
+    records = [r for r in json.loads(out.read_text()).get("results", []) if not r.get("error")]
+    say(f"resuming: {len(records)} successful results kept from {out}")
+    return records
 
 
 def run_tasks(

@@ -17,7 +17,6 @@ detectors get the flattened pixels in [0, 1] (no scaling: "raw pixels") and thei
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -37,6 +36,7 @@ from bench.detection import (
     environment,
     fit_and_score_pyod,
     parse_overrides,
+    previous_results,
     report_only,
     run_tasks,
     say,
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(timezone.utc)
     out = args.out or Path(f"/tmp/bench-images-{started_at.strftime('%Y%m%dT%H%M%SZ')}.json")
     project_label = args.label or PROJECT_LABEL
-    records: list[dict[str, Any]] = []
-    if args.resume and out.is_file():
-        records = [r for r in json.loads(out.read_text()).get("results", []) if not r.get("error")]
-        say(f"resuming: {len(records)} successful results kept from {out}")
+    records = previous_results(out) if args.resume else []
     methods = list(dict.fromkeys(args.methods))
     env = environment()
     meta = {

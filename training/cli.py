@@ -26,7 +26,7 @@ from model.image_detector import ImageDetector
 from model.schema import read_schema
 from model.thresholds import DEFAULT_TARGETS
 from training.data import DataError, anomaly_labels, normal_mask, read_table
-from training.evaluate import detection_metrics, write_report
+from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
@@ -229,9 +229,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
         raise DataError(f"{args.data}: no labels found; pass --label-column")
     labels = anomaly_labels(table.labels, args.normal_value)
     scored: ScoreBatch = detector.score(columns)
-    thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
-    metrics = detection_metrics(scored.terms.score, labels, thresholds)
-    metrics["model"] = {"id": detector.manifest.model_id, "version": detector.manifest.version}
+    metrics, thresholds = model_metrics(detector, scored.terms.score, labels)
     if args.report:
         title = f"vae-anomaly model {detector.manifest.model_id} on {args.data.name}"
         paths = write_report(args.report, scored.terms.score, labels, thresholds, metrics, title)

@@ -4,6 +4,7 @@ small report: score histograms with the thresholds drawn, the ROC curve, and a M
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,3 +116,12 @@ def write_report(
     report = directory / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return [*paths, report]
+
+
+def model_metrics(detector: Any, scores: np.ndarray, labels: np.ndarray) -> tuple[dict[str, object], dict[str, float]]:
+    """`detection_metrics` at the detector's own thresholds, tagged with the model's id and version;
+    also returns the thresholds (name → value) for the report."""
+    thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
+    metrics = detection_metrics(scores, labels, thresholds)
+    metrics["model"] = {"id": detector.manifest.model_id, "version": detector.manifest.version}
+    return metrics, thresholds

@@ -18,7 +18,7 @@ from model.base_detector import BaseDetector
 from model.image_detector import ImageDetector
 from model.images import ImageSpec, encode_png, images_from_array
 from training.data import DataError, anomaly_labels, normal_mask
-from training.evaluate import detection_metrics, write_report
+from training.evaluate import model_metrics, write_report
 from training.image_data import ImageSet, read_images
 from training.image_report import write_image_report
 from training.image_trainer import fit_image_detector
@@ -89,9 +89,7 @@ def evaluate_images(args: argparse.Namespace, detector: ImageDetector) -> int:
     labels = anomaly_labels(images.labels, args.normal_value)
     inputs = detector.inputs_from_array(images.pixels)
     scored = detector.score(inputs)
-    thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
-    metrics = detection_metrics(scored.terms.score, labels, thresholds)
-    metrics["model"] = {"id": detector.manifest.model_id, "version": detector.manifest.version}
+    metrics, thresholds = model_metrics(detector, scored.terms.score, labels)
     if args.report:
         title = f"vae-anomaly image model {detector.manifest.model_id} on {Path(args.data).name}"
         paths = write_report(args.report, scored.terms.score, labels, thresholds, metrics, title)
