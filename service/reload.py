@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -71,6 +72,15 @@ def activate(state: ServiceState, detector: BaseDetector, model_dir: Path) -> Lo
     return state.current
 
 
+def refreeze() -> None:
+    """Start-up freezes every object it made (`gc.freeze()` in `service.app`), the model included, so
+    the collector would never look at a retired model again. After a swap: unfreeze, collect what is
+    no longer referenced (the old model, once its last requests are done), freeze what lives."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class Reloader:
     """Serialises reloads of one app: a second one while the first runs gets a 409 (or, from a
     signal, a log line), rather than two loads racing to the swap."""
@@ -123,6 +133,7 @@ class Reloader:
         seconds = time.perf_counter() - started
         current = activate(state, detector, target)
         state.metrics.record_reload(True)
+        await run_in_threadpool(refreeze)  # not the compute thread: requests in flight may hold it
         new = current.detector.manifest
         schema_changed = new.feature_schema != old.feature_schema
         logger.info(
