@@ -209,6 +209,30 @@ class ServiceMetrics:
             multiprocess.mark_dead(self.multiprocess_dir, os.getpid())
 
 
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """`histogram.observe(v)` for every v, as one numpy pass and one `inc` per bucket touched.
+
+    A 4096-record batch spent 10 ms in 4096 `observe` calls. This makes the same updates `observe`
+    makes (sum, then the first bucket whose upper bound is >= v), through prometheus-client's
+    Histogram attributes `_upper_bounds`, `_buckets` and `_sum`; without them it falls back to
+    `observe`, and a test compares the two expositions."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    if not len(values):
+        return
+    index = np.searchsorted(np.asarray(bounds, dtype=np.float64), values, side="left")
+    counts = np.bincount(index, minlength=len(bounds))[: len(bounds)]  # NaN lands past the end: no bucket
+    total.inc(float(np.sum(values)))
+    for position, count in enumerate(counts.tolist()):
+        if count:
+            buckets[position].inc(count)
+
+
 class ModelMetrics:
     """The metrics of one loaded model: what a request records its scores into."""
 
@@ -229,7 +253,6 @@ class ModelMetrics:
         for name, count in zip(names, counts.tolist(), strict=True):
             if count:
                 service.anomalies.labels(threshold=name).inc(count)
-        for value in scores.tolist():
-            self.score.observe(value)
+        observe_many(self.score, scores)
         if len(scores):
             service.observe_window(scores, p_values(self.calibration, scores))

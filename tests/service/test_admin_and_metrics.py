@@ -3,6 +3,7 @@ right amounts."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -159,3 +160,33 @@ def test_route_templates_label_requests(client):
     metrics = samples(client)
     assert value(metrics, "vae_anomaly_requests_total", endpoint="/thresholds/{name}", status="200") == 1
     assert value(metrics, "vae_anomaly_requests_total", endpoint="unmatched", status="404") == 1
+
+
+def test_batch_observe_matches_observe_value_by_value():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from service.metrics import observe_many
+
+    rng = np.random.default_rng(0)
+    bounds = [-1.0, 0.0, 0.5, 2.0, 10.0]
+    values = np.concatenate([rng.normal(1.0, 3.0, 500), bounds, [1e9, -1e9]])  # incl. values on the bounds
+    results = []
+    for observe in (lambda h: [h.observe(v) for v in values.tolist()], lambda h: observe_many(h, values)):
+        registry = CollectorRegistry()
+        histogram = Histogram("s", "scores", buckets=bounds, registry=registry)
+        observe(histogram)
+        observe_many(histogram, np.array([]))
+        text = generate_latest(registry).decode()
+        results.append(
+            {
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if not sample.name.endswith("_created")
+            }
+        )
+    one_by_one, batched = results
+    assert one_by_one.keys() == batched.keys()
+    for key, value in one_by_one.items():
+        assert batched[key] == pytest.approx(value, rel=1e-12), key  # the sum's order of additions differs
