@@ -178,8 +178,7 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_scoring_input(args: argparse.Namespace, label_column: str | None = None):
-    detector = Detector.load(args.model_dir, args.device)
+def _load_scoring_input(detector: Detector, args: argparse.Namespace, label_column: str | None = None):
     table = read_table(args.data, label_column, schema=detector.schema)
     return detector, table, detector.columns_from_table(table.columns)
 
@@ -196,7 +195,7 @@ def score_command(args: argparse.Namespace) -> int:
     loaded = BaseDetector.load(args.model_dir, args.device)
     if isinstance(loaded, ImageDetector):
         return score_images_file(args, loaded)
-    detector, _, columns = _load_scoring_input(args)
+    detector, _, columns = _load_scoring_input(loaded, args)
     results = detector.score_results(columns, explain=args.explain)
     if args.out is None:
         out = sys.stdout.buffer
@@ -224,7 +223,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     label_column = args.label_column
     if label_column is None and args.data.suffix.lower() != ".npz":
         raise DataError("evaluate needs --label-column (or an .npz with y)")
-    detector, table, columns = _load_scoring_input(args, label_column)
+    detector, table, columns = _load_scoring_input(loaded, args, label_column)
     if table.labels is None:
         raise DataError(f"{args.data}: no labels found; pass --label-column")
     labels = anomaly_labels(table.labels, args.normal_value)
