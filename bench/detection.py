@@ -577,13 +577,18 @@ def report_only(paths: list[Path], markdown_path: Path | None, complete_only: bo
             meta = {**meta, "left_out_partial": partial}
         if not records:
             raise SystemExit("error: no data set has every seed × method")
+    publish(records, meta, markdown_path)
+    return 0
+
+
+def publish(records: list[dict[str, Any]], meta: dict[str, Any], markdown_path: Path | None) -> None:
+    """Print the per-data-set and summary tables, then the Markdown (also written to `markdown_path`)."""
     table = build_table(records)
     print_report(table)
     text = markdown(table, meta)
     say("\n" + text)
     if markdown_path:
         markdown_path.write_text(text)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -711,12 +716,7 @@ def run_tasks(
     if not records:
         say("no results")
         return 1
-    table = build_table(records)
-    print_report(table)
-    text = markdown(table, meta)
-    say("\n" + text)
-    if markdown_path:
-        markdown_path.write_text(text)
+    publish(records, meta, markdown_path)
     say(f"results: {out}; wall time {meta['wall_seconds']:.0f} s")
     return 0
 
