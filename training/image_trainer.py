@@ -9,7 +9,6 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from model.base_detector import resolve_device
 from model.image_detector import ImageDetector, score_images
@@ -20,10 +19,8 @@ from training.data import split_rows
 from training.trainer import (
     TrainConfig,
     TrainResult,
-    _mean_elbo,
-    _train_epochs,
-    auto_batch_size,
     calibrated_fields,
+    train_network,
     training_summary,
     unsaved_manifest,
 )
@@ -70,15 +67,7 @@ def fit_image_detector(
     vae = ImageVAE(net_config).to(device)
     train = ImageBatch.from_numpy(images[split.train]).to(device)
     validation = ImageBatch.from_numpy(images[split.validation]).to(device)
-    validation_noise = posterior_noise(8, net_config.latent_dim, config.seed + 1).to(device)
-    batch_size = config.batch_size or auto_batch_size(len(train))
-    progress_bar = tqdm(
-        range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False
-    )
-    history, best_epoch, best_elbo = _train_epochs(
-        vae, None, train, validation, validation_noise, None, batch_size, config, progress_bar, EVAL_CHUNK
-    )
-    vae.eval()
+    run = train_network(vae, None, train, validation, None, config, progress, EVAL_CHUNK)
 
     scoring = ScoringConfig(
         method=config.score_method,
@@ -89,8 +78,7 @@ def fit_image_detector(
     noise = posterior_noise(scoring.n_samples, net_config.latent_dim, scoring.seed).to(device)
     calibration = score_images(vae, images[split.calibration], noise, scoring)
     fields = calibrated_fields(calibration.score, config, version, len(split.calibration))
-    train_elbo = _mean_elbo(vae, None, train, validation_noise, EVAL_CHUNK)
-    summary = training_summary(split, history, best_epoch, best_elbo, train_elbo, batch_size, device, config, started)
+    summary = training_summary(split, run, device, config, started)
     fields.update(
         {
             "kind": "image",

@@ -238,28 +238,56 @@ def calibrated_fields(scores: np.ndarray, config: TrainConfig, version: str | No
     }
 
 
-def training_summary(
-    split: Any,
-    history: list[dict[str, float]],
-    best_epoch: int,
-    best_elbo: float,
-    train_elbo: float,
-    batch_size: int,
-    device: torch.device,
+@dataclass
+class TrainingRun:
+    """What `train_network` reports about the loop it ran."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_elbo: float  # validation ELBO of the best epoch, nats per row or image
+    train_elbo: float  # of the best epoch's weights on the training split
+    batch_size: int
+
+
+def train_network(
+    vae: Network,
+    codec: TabularCodec | None,
+    train: Batch,
+    validation: Batch,
+    owners: torch.Tensor | None,
     config: TrainConfig,
-    started: float,
+    progress: bool,
+    eval_chunk: int = 4096,
+) -> TrainingRun:
+    """The training loop with its set-up (batch size, validation noise, progress bar), shared by
+    tabular and image models; leaves `vae` in eval mode holding the best epoch's weights."""
+    validation_noise = posterior_noise(8, vae.config.latent_dim, config.seed + 1).to(train.x_in.device)
+    batch_size = config.batch_size or auto_batch_size(len(train))
+    progress_bar = tqdm(
+        range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False
+    )
+    history, best_epoch, best_elbo = _train_epochs(
+        vae, codec, train, validation, validation_noise, owners, batch_size, config, progress_bar, eval_chunk
+    )
+    vae.eval()
+    train_elbo = _mean_elbo(vae, codec, train, validation_noise, eval_chunk)
+    return TrainingRun(history, best_epoch, best_elbo, train_elbo, batch_size)
+
+
+def training_summary(
+    split: Any, run: TrainingRun, device: torch.device, config: TrainConfig, started: float
 ) -> dict[str, Any]:
     """What the manifest's `training` field records about a run."""
     return {
         "rows": {"train": len(split.train), "validation": len(split.validation), "calibration": len(split.calibration)},
-        "epochs": len(history),
-        "best_epoch": best_epoch,
-        "train_elbo": train_elbo,
-        "validation_elbo": best_elbo,
-        "last_epoch": history[-1],
+        "epochs": len(run.history),
+        "best_epoch": run.best_epoch,
+        "train_elbo": run.train_elbo,
+        "validation_elbo": run.best_elbo,
+        "last_epoch": run.history[-1],
         "wall_seconds": round(time.perf_counter() - started, 3),
         "device": str(device),
-        "batch_size": batch_size,
+        "batch_size": run.batch_size,
         "config": config.model_dump(mode="json"),
     }
 
@@ -300,31 +328,13 @@ def fit_detector(
     train = codec.encode(rows(split.train)).to(device)
     validation = codec.encode(rows(split.validation)).to(device)
     owners = torch.from_numpy(codec.input_feature_index()).to(device)
-    validation_noise = posterior_noise(8, net_config.latent_dim, config.seed + 1).to(device)
-    batch_size = config.batch_size or auto_batch_size(len(train))
-    progress_bar = tqdm(
-        range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False
-    )
-    history, best_epoch, best_elbo = _train_epochs(
-        vae, codec, train, validation, validation_noise, owners, batch_size, config, progress_bar
-    )
-    vae.eval()
+    run = train_network(vae, codec, train, validation, owners, config, progress)
 
     scoring = ScoringConfig(method=config.score_method, n_samples=config.score_samples, seed=config.seed)
     noise = posterior_noise(scoring.n_samples, net_config.latent_dim, scoring.seed).to(device)
     calibration = score_columns(vae, codec, rows(split.calibration), noise, scoring).score
     fields = calibrated_fields(calibration, config, version, len(split.calibration))
-    summary = training_summary(
-        split,
-        history,
-        best_epoch,
-        best_elbo,
-        _mean_elbo(vae, codec, train, validation_noise, 4096),
-        batch_size,
-        device,
-        config,
-        started,
-    )
+    summary = training_summary(split, run, device, config, started)
     fields.update(
         {
             "schema": schema,
