@@ -62,9 +62,11 @@ class ImageDetector(BaseDetector):
         self.baseline = np.asarray(manifest.pixel_baseline.mean, dtype=np.float64)
         self.error_scale = manifest.pixel_baseline.scale
         self.cells = region_cells(self.spec.height, self.spec.width)
-        self._cell_index = np.zeros((self.spec.height, self.spec.width), dtype=np.int64)
+        # (H * W, cells) 0/1: a pixel's column is its cell, so excess @ cell_of_pixel sums each cell.
+        cell_of_pixel = np.zeros((self.spec.height, self.spec.width, len(self.cells)))
         for k, (top, left, bottom, right) in enumerate(self.cells):
-            self._cell_index[top:bottom, left:right] = k
+            cell_of_pixel[top:bottom, left:right, k] = 1.0
+        self._cell_of_pixel = cell_of_pixel.reshape(-1, len(self.cells))
 
     @staticmethod
     def build_network(manifest: Manifest) -> ImageVAE:
@@ -99,11 +101,7 @@ class ImageDetector(BaseDetector):
         error, in the input's own pixel coordinates (cells map back through any resize)."""
         inputs: ImageInputs = scored.inputs
         excess = self.excess_error(scored.terms)
-        n_cells = len(self.cells)
-        per_cell = np.zeros((len(scored), n_cells))
-        flat_index = self._cell_index.ravel()
-        for i in range(len(scored)):
-            per_cell[i] = np.bincount(flat_index, weights=excess[i].ravel(), minlength=n_cells)
+        per_cell = excess.reshape(len(scored), -1) @ self._cell_of_pixel  # (B, cells)
         ranked = np.argsort(-per_cell, axis=1, kind="stable")[:, :explain]
         results = []
         for i in range(len(scored)):
