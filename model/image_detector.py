@@ -62,11 +62,10 @@ class ImageDetector(BaseDetector):
         self.baseline = np.asarray(manifest.pixel_baseline.mean, dtype=np.float64)
         self.error_scale = manifest.pixel_baseline.scale
         self.cells = region_cells(self.spec.height, self.spec.width)
-        # (H * W, cells) 0/1: a pixel's column is its cell, so excess @ cell_of_pixel sums each cell.
-        cell_of_pixel = np.zeros((self.spec.height, self.spec.width, len(self.cells)))
+        cell_index = np.zeros((self.spec.height, self.spec.width), dtype=np.int64)
         for k, (top, left, bottom, right) in enumerate(self.cells):
-            cell_of_pixel[top:bottom, left:right, k] = 1.0
-        self._cell_of_pixel = cell_of_pixel.reshape(-1, len(self.cells))
+            cell_index[top:bottom, left:right] = k
+        self._cell_index = cell_index.ravel()  # each pixel's cell, row-major
 
     @staticmethod
     def build_network(manifest: Manifest) -> ImageVAE:
@@ -101,7 +100,10 @@ class ImageDetector(BaseDetector):
         error, in the input's own pixel coordinates (cells map back through any resize)."""
         inputs: ImageInputs = scored.inputs
         excess = self.excess_error(scored.terms)
-        per_cell = excess.reshape(len(scored), -1) @ self._cell_of_pixel  # (B, cells)
+        n_cells = len(self.cells)
+        # One bincount for the batch: image i's cell k is bin i * n_cells + k.
+        bins = (np.arange(len(scored))[:, None] * n_cells + self._cell_index[None, :]).ravel()
+        per_cell = np.bincount(bins, weights=excess.ravel(), minlength=len(scored) * n_cells).reshape(-1, n_cells)
         ranked = np.argsort(-per_cell, axis=1, kind="stable")[:, :explain]
         results = []
         for i in range(len(scored)):
