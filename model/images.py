@@ -188,11 +188,12 @@ def png_base64(image: np.ndarray) -> str:
 # -- nested arrays -------------------------------------------------------------------------------
 
 
-def array_image(value: object, loc: Loc) -> np.ndarray:
+def array_image(value: object, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Nested lists H×W or C×H×W (ints 0..255, or floats 0..1) → (C, H, W) float32 in [0, 1].
 
     All integers means 0..255; any float means 0..1 (so `[[0, 1.0]]` is on the 0..1 scale). Values
-    outside the scale are refused, not clipped, naming the range.
+    outside the scale are refused, not clipped, naming the range. Like an encoded image, more than
+    `max_pixels` pixels (height × width) is refused.
     """
     if not isinstance(value, list):
         raise _error(loc, "expected a nested array (H×W or C×H×W)", "list_type")
@@ -204,6 +205,9 @@ def array_image(value: object, loc: Loc) -> np.ndarray:
         raise _error(loc, f"expected H×W or C×H×W numbers, got an array of shape {pixels.shape}", "array_shape")
     if pixels.ndim == 3 and pixels.shape[0] not in (1, 3):
         raise _error(loc, f"expected 1 or 3 channels first (C×H×W), got shape {pixels.shape}", "array_shape")
+    height, width = pixels.shape[-2:]
+    if height * width > max_pixels:
+        raise _error(loc, f"{height * width} pixels is above the limit of {max_pixels}", "image_too_large")
     if pixels.dtype.kind == "b" or pixels.dtype.kind not in "iuf":
         raise _error(loc, "pixels must be numbers (0..255 integers or 0..1 floats)", "array_type")
     if pixels.dtype.kind in "iu":
@@ -245,11 +249,8 @@ def images_from_payload(
     shapes = []
     for i, item in enumerate(items):
         loc = (field, i)
-        pixels = decode_base64_image(item, loc, max_pixels) if field == "images" else array_image(item, loc)
-        if pixels.shape[1] * pixels.shape[2] > max_pixels:
-            raise _error(
-                loc, f"{pixels.shape[1] * pixels.shape[2]} pixels is above the limit of {max_pixels}", "image_too_large"
-            )
+        decode = decode_base64_image if field == "images" else array_image
+        pixels = decode(item, loc, max_pixels)
         shapes.append(pixels.shape)
         batch[i] = spec.conform(pixels, loc)
     return ImageInputs(batch, shapes)
