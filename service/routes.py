@@ -91,27 +91,9 @@ async def _read_json(request: Request) -> dict[str, Any]:
     return data
 
 
-async def read_body(
-    request: Request, model: type[Body], max_records: int | None = None, detector: BaseDetector | None = None
-) -> Body:
-    """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts),
-    refuse a body meant for another kind of model, refuse more than `max_records` records or images
-    with a 413 before validating them, then validate."""
-    data = await _read_json(request)
-    if detector is not None:
-        _check_kind(data, detector)
-    if max_records is not None:
-        _check_batch(data, max_records)
-    return _validate(model, data)
-
-
-async def read_score_body(request: Request, max_records: int) -> ScoreBody:
-    """A `/score` or `/reconstruct` body: `{"records": [...]}`, or columnar when it has "columns"."""
-    data = await _read_json(request)
-    _check_batch(data, max_records)
-    if "columns" in data:
-        return _validate(ColumnarScoreRequest, data)
-    return _validate(ScoreRequest, data)
+async def read_body(request: Request, model: type[Body]) -> Body:
+    """Parse the body as strict JSON, then validate it (inputs to score: `_read_inputs`)."""
+    return _validate(model, await _read_json(request))
 
 
 def _validate(model: type[Body], data: dict[str, Any]) -> Body:
