@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if state.batcher is not None:
             await state.batcher.close()  # scores what is queued, so before the metrics close
         state.compute_thread.shutdown(wait=True)
+        state.compute_thread = None
         state.metrics.close()
 
     app = FastAPI(

@@ -44,9 +44,7 @@ class ServiceState:
     ready: bool = False
     batcher: MicroBatcher | None = None  # None when micro-batching is off
     threshold_lock: threading.Lock = field(default_factory=threading.Lock)
-    compute_thread: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="vae-anomaly-compute")
-    )
+    compute_thread: ThreadPoolExecutor | None = None  # the lifespan's, from start-up to shutdown
 
     async def compute(self, function: Callable[[], T]) -> T:
         """Run model work (checking, scoring, decoding) on the one compute thread.
@@ -55,6 +53,7 @@ class ServiceState:
         per calling thread, so scoring from many threads starts many pools that spin against each
         other on a small machine. Measured on the 2-core VM, 4096-record /score requests: p50 187 ms
         and p99 368 ms from the threadpool, against a compute floor of 76 ms (docs/BENCHMARKS.md)."""
+        assert self.compute_thread is not None, "lifespan has not started the compute thread"
         return await asyncio.get_running_loop().run_in_executor(self.compute_thread, function)
 
     @property
