@@ -1,0 +1,315 @@
+"""SKAB benchmark: the project's sequence model beside PCA T²+Q and IForest on windows.
+
+Implements the sequence part of ../shared/bench/PROTOCOL.md (SKAB's own leaderboard protocol,
+"outlier detection", test-set evaluation): for each of the 34 files with anomalies, the first 400
+rows (time order) are the training data and the rest the test data; every detector is fitted per
+file on those 400 rows without labels (its own scaling, windowing and threshold), then labels
+every test row 0/1 from the window that closes at the row (online: never a later row). Pooled
+point-wise F1 of `anomaly`, FAR = FP / (FP + TN) and MAR = FN / (FN + TP) over the concatenated
+test rows, plus AUROC of the row scores pooled and per file; train and score seconds per file.
+
+The references see exactly the project's split: the same standardisation (training rows' mean and
+std), the same windows of the 400 rows cut in time order into train / validation / calibration,
+and a conformal threshold at the same target false-positive rate on the same calibration windows.
+
+    python -m bench.sequences --out /tmp/skab.json --markdown /tmp/skab.md
+    python -m bench.sequences --files valve1/0 other/3 --methods project pca
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from model.kinds.sequence.preprocessing import fit_scaling
+from model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
+from model.thresholds import sort_calibration, threshold_for_fpr
+from training.sequence_data import split_windows
+
+DEFAULT_DATA = Path("../shared/datasets/skab")
+FOLDERS = ("valve1", "valve2", "other")
+TRAIN_ROWS = 400
+LABELS = ("anomaly", "changepoint")
+SKAB_LEADERBOARD = [  # SKAB README, outlier detection, test-set evaluation: (name, F1, FAR %, MAR %)
+    ("Conv-AE", 0.78, 13.55, 28.02),
+    ("MSET", 0.78, 39.73, 14.13),
+    ("T-squared+Q (PCA)", 0.76, 26.62, 24.98),
+    ("LSTM-AE", 0.74, 21.51, 34.47),
+    ("LSTM-VAE", 0.56, 9.13, 55.03),
+    ("Vanilla AE", 0.39, 6.43, 72.78),
+    ("Isolation forest", 0.29, 2.56, 82.89),
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Fitted(Protocol):
+    """A detector fitted on one file's training rows."""
+
+    threshold: float
+
+    def score_rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores (n,) of the rows that close a window of `values` (N, C), and those rows (n,)."""
+        ...
+
+
+@dataclass
+class Protocol_:
+    """The knobs every detector of a run shares (same windows, same split, same threshold rule)."""
+
+    window: int = 30
+    stride: int = 1
+    calibration_stride: int = 1
+    validation_fraction: float = 0.1
+    calibration_fraction: float = 0.2
+    target_fpr: float = 0.01
+
+
+def skab_files(data: Path, wanted: list[str] | None) -> list[Path]:
+    """The 34 files with anomalies, in folder then numeric order; `wanted` like ["valve1/0"]."""
+    files = [
+        path
+        for folder in FOLDERS
+        for path in sorted((data / folder).glob("*.csv"), key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+    ]
+    if not files:
+        raise SystemExit(f"{data}: no SKAB files in {', '.join(FOLDERS)}")
+    if wanted:
+        files = [p for p in files if f"{p.parent.name}/{p.stem}" in wanted]
+    return files
+
+
+def load_skab(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Sensor values (N, C) in time order, the `anomaly` labels (N,), and the sensor names."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, sep=";", index_col="datetime", parse_dates=True).sort_index(kind="stable")
+    labels = frame["anomaly"].to_numpy().astype(np.int64)
+    sensors = frame.drop(columns=list(LABELS))
+    return sensors.to_numpy(dtype=np.float64), labels, [str(c) for c in sensors.columns]
+
+
+class WindowReference:
+    """A scikit-learn style detector on flattened windows, under the project's split and threshold."""
+
+    def __init__(self, make: Callable[[], Any], score: Callable[[Any, np.ndarray], np.ndarray], proto: Protocol_):
+        self.make, self.score, self.proto = make, score, proto
+
+    def fit(self, values: np.ndarray, sensors: list[str]) -> WindowReference:
+        p = self.proto
+        n_train = round(len(values) * (1 - p.validation_fraction - p.calibration_fraction))
+        self.scaling = fit_scaling(sensors, values[:n_train])
+        z, _ = self.scaling.standardize(values)
+        split = split_windows(
+            z, segment_bounds(None, len(z)), p.window, p.stride, p.calibration_stride,
+            p.validation_fraction, p.calibration_fraction,
+        )  # fmt: skip
+        fit_windows = np.concatenate([split.train, split.validation])
+        self.model = self.make().fit(fit_windows.reshape(len(fit_windows), -1))
+        calibration = sort_calibration(self.score(self.model, split.calibration.reshape(len(split.calibration), -1)))
+        self.threshold = threshold_for_fpr(calibration, p.target_fpr)
+        return self
+
+    def score_rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z, _ = self.scaling.standardize(values)
+        starts, rows = closing_windows(segment_bounds(None, len(z)), self.proto.window)
+        windows = gather_windows(z, starts, self.proto.window)
+        return self.score(self.model, windows.reshape(len(windows), -1)), rows
+
+
+class PCATSquaredQ:
+    """PCA T² + Q (SPE) on windows: components explaining 90% of the variance; the score is
+    T² / mean_train(T²) + Q / mean_train(Q), so neither statistic dominates by its scale."""
+
+    def __init__(self, variance: float = 0.9):
+        self.variance = variance
+
+    def fit(self, x: np.ndarray) -> PCATSquaredQ:
+        from sklearn.decomposition import PCA
+
+        self.pca = PCA(n_components=self.variance, svd_solver="full").fit(x)
+        t2, q = self._statistics(x)
+        self.t2_scale, self.q_scale = max(t2.mean(), 1e-12), max(q.mean(), 1e-12)
+        return self
+
+    def _statistics(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t = self.pca.transform(x)
+        t2 = np.sum(t**2 / self.pca.explained_variance_, axis=1)
+        q = np.sum((x - self.pca.inverse_transform(t)) ** 2, axis=1)
+        return t2, q
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        t2, q = self._statistics(x)
+        return t2 / self.t2_scale + q / self.q_scale
+
+
+def reference(method: str, proto: Protocol_, seed: int) -> WindowReference:
+    if method == "pca":
+        return WindowReference(PCATSquaredQ, lambda m, x: m.decision(x), proto)
+    if method == "iforest":
+        from sklearn.ensemble import IsolationForest
+
+        return WindowReference(lambda: IsolationForest(random_state=seed), lambda m, x: -m.score_samples(x), proto)
+    raise SystemExit(f"unknown method {method!r}")
+
+
+@dataclass
+class FileResult:
+    method: str
+    file: str
+    y: np.ndarray  # test labels
+    scores: np.ndarray  # test row scores (-inf where no window closes, never with 400 history rows)
+    predicted: np.ndarray  # 0/1 at the detector's own threshold
+    fit_seconds: float
+    score_seconds: float
+
+    @property
+    def auroc(self) -> float | None:
+        return float(roc_auc_score(self.y, self.scores)) if 0 < self.y.sum() < len(self.y) else None
+
+
+def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: Path) -> FileResult:
+    values, labels, sensors = load_skab(path)
+    started = time.perf_counter()
+    fitted = fit(values[:TRAIN_ROWS], sensors)
+    fitted_at = time.perf_counter()
+    scores, rows = fitted.score_rows(values)  # windows may reach back into the training rows: online history
+    score_seconds = time.perf_counter() - fitted_at
+    row_scores = np.full(len(values), -np.inf)
+    row_scores[rows] = scores
+    test = slice(TRAIN_ROWS, None)
+    return FileResult(
+        method=method,
+        file=f"{path.parent.name}/{path.stem}",
+        y=labels[test],
+        scores=row_scores[test],
+        predicted=(row_scores[test] > fitted.threshold).astype(np.int64),
+        fit_seconds=fitted_at - started,
+        score_seconds=score_seconds,
+    )
+
+
+def pooled_metrics(results: list[FileResult]) -> dict[str, float]:
+    """SKAB's point-wise F1, FAR and MAR (%) over the concatenated test rows, and AUROCs."""
+    y = np.concatenate([r.y for r in results])
+    predicted = np.concatenate([r.predicted for r in results])
+    scores = np.concatenate([r.scores for r in results])
+    tp = int(np.sum((predicted == 1) & (y == 1)))
+    fp = int(np.sum((predicted == 1) & (y == 0)))
+    fn = int(np.sum((predicted == 0) & (y == 1)))
+    tn = int(np.sum((predicted == 0) & (y == 0)))
+    per_file = [r.auroc for r in results if r.auroc is not None]
+    return {
+        "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+        "far": 100 * fp / max(fp + tn, 1),
+        "mar": 100 * fn / max(fn + tp, 1),
+        "auroc_pooled": float(roc_auc_score(y, np.nan_to_num(scores, neginf=np.nanmin(scores[np.isfinite(scores)])))),
+        "auroc_per_file_mean": float(np.mean(per_file)),
+        "fit_seconds_per_file": float(np.mean([r.fit_seconds for r in results])),
+        "score_seconds_per_file": float(np.mean([r.score_seconds for r in results])),
+        "files": len(results),
+    }
+
+
+def markdown(summary: dict[str, dict[str, float]], per_file: dict[str, dict[str, float | None]], meta: dict) -> str:
+    lines = [
+        f"SKAB, {meta['files']} files, first {TRAIN_ROWS} rows train, rest test; window {meta['protocol']['window']}, "
+        f"target FPR {meta['protocol']['target_fpr']}; command: `{meta['command']}`",
+        "",
+        "| detector | F1 | FAR % | MAR % | AUROC pooled | AUROC per file (mean) | train s/file | score s/file |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, m in summary.items():
+        lines.append(
+            f"| {method} | {m['f1']:.3f} | {m['far']:.2f} | {m['mar']:.2f} | {m['auroc_pooled']:.3f} | "
+            f"{m['auroc_per_file_mean']:.3f} | {m['fit_seconds_per_file']:.2f} | {m['score_seconds_per_file']:.3f} |"
+        )
+    for name, f1, far, mar in SKAB_LEADERBOARD:
+        lines.append(f"| {name} (SKAB leaderboard) | {f1:.2f} | {far:.2f} | {mar:.2f} | | | | |")
+    methods = list(summary)
+    lines += ["", "AUROC per file:", "", "| file | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for file, row in per_file.items():
+        cells = [f"{row[m]:.3f}" if row.get(m) is not None else "–" for m in methods]
+        lines.append(f"| {file} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.sequences", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"SKAB folder (default {DEFAULT_DATA})")
+    parser.add_argument("--files", nargs="+", metavar="FOLDER/N", help="only these files, e.g. valve1/0 other/3")
+    parser.add_argument("--methods", nargs="+", default=["project", "pca", "iforest"])
+    parser.add_argument("--window", type=int, default=None, help="window of the references (default: the project's)")
+    parser.add_argument("--set", dest="overrides", default="", help="project options, e.g. architecture=recurrent")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="results JSON")
+    parser.add_argument("--markdown", type=Path, help="also write the Markdown table here")
+    return parser
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        out[key.strip()] = json.loads(value) if value[:1] in "0123456789-[{tf" and value not in ("conv",) else value
+    return out
+
+
+def project_fitter(overrides: dict[str, Any], seed: int) -> tuple[Callable[[np.ndarray, list[str]], Fitted], Protocol_]:
+    from bench.sequence_prototype import fit_proto
+
+    options = {"seed": seed, **overrides}
+    proto = Protocol_(
+        window=options.get("window", 30),
+        calibration_stride=options.get("calibration_stride", 1),
+        target_fpr=options.get("target_fpr", 0.01),
+    )
+    return (lambda values, sensors: fit_proto(values, **options)), proto
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    files = skab_files(args.data, args.files)
+    project, proto = project_fitter(parse_overrides(args.overrides), args.seed)
+    if args.window:
+        proto.window = args.window
+    runners: dict[str, Callable[[np.ndarray, list[str]], Fitted]] = {"project": project}
+    for method in ("pca", "iforest"):
+        runners[method] = lambda values, sensors, m=method: reference(m, proto, args.seed).fit(values, sensors)
+    results: dict[str, list[FileResult]] = {m: [] for m in args.methods}
+    for path in files:
+        for method in args.methods:
+            result = run_file(method, runners[method], path)
+            results[method].append(result)
+            print(
+                f"{result.file:10s} {method:8s} auroc {result.auroc or float('nan'):.3f} "
+                f"alarms {result.predicted.mean():.2f} anomalies {result.y.mean():.2f} "
+                f"fit {result.fit_seconds:.1f}s",
+                flush=True,
+            )
+    summary = {method: pooled_metrics(rs) for method, rs in results.items()}
+    per_file = {r.file: {m: next(x.auroc for x in results[m] if x.file == r.file) for m in results} for r in results[args.methods[0]]}
+    meta = {"files": len(files), "protocol": proto.__dict__, "command": "python -m bench.sequences " + " ".join(sys.argv[1:] if argv is None else argv)}
+    for method, m in summary.items():
+        print(f"{method:8s} F1 {m['f1']:.3f} FAR {m['far']:.2f} MAR {m['mar']:.2f} AUROC {m['auroc_pooled']:.3f} per-file {m['auroc_per_file_mean']:.3f} fit {m['fit_seconds_per_file']:.1f}s")
+    if args.out:
+        args.out.write_text(json.dumps({"meta": meta, "summary": summary, "per_file": per_file}, indent=2))
+    if args.markdown:
+        args.markdown.write_text(markdown(summary, per_file, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

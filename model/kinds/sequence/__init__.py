@@ -1,0 +1,1 @@
+"""The sequence kind: sliding windows over multivariate time series (sensor streams)."""
