@@ -70,7 +70,9 @@ class ProtoDetector:
         starts, rows = closing_windows(bounds, self.window)
         x = torch.from_numpy(gather_windows(z, starts, self.window)).float()
         m = torch.from_numpy(gather_windows(mask, starts, self.window))
-        scores = np.concatenate([self.net.score(x[i : i + 1024], m[i : i + 1024], self.noise) for i in range(0, len(x), 1024)])
+        scores = np.concatenate(
+            [self.net.score(x[i : i + 1024], m[i : i + 1024], self.noise) for i in range(0, len(x), 1024)]
+        )
         return scores, rows
 
 
@@ -100,8 +102,16 @@ def fit_proto(
     scaling = fit_scaling(sensors, values[:n_train_rows])
     z, mask = scaling.standardize(values)
     split = split_windows(z, bounds, window, stride, calibration_stride, validation_fraction, calibration_fraction)
-    msplit = split_windows(mask.astype(np.float64), bounds, window, stride, calibration_stride, validation_fraction, calibration_fraction)
-    config = SequenceBackboneConfig(window=window, sensors=values.shape[1], architecture=architecture, hidden_size=hidden_size, logvar_min=logvar_min)
+    msplit = split_windows(
+        mask.astype(np.float64), bounds, window, stride, calibration_stride, validation_fraction, calibration_fraction
+    )
+    config = SequenceBackboneConfig(
+        window=window,
+        sensors=values.shape[1],
+        architecture=architecture,
+        hidden_size=hidden_size,
+        logvar_min=logvar_min,
+    )
     net = ProtoVAE(config, latent_dim, family)
     var = [p for n, p in net.named_parameters() if n.endswith("sensor_logvar")]
     other = [p for n, p in net.named_parameters() if not n.endswith("sensor_logvar")]

@@ -300,10 +300,20 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     summary = {method: pooled_metrics(rs) for method, rs in results.items()}
-    per_file = {r.file: {m: next(x.auroc for x in results[m] if x.file == r.file) for m in results} for r in results[args.methods[0]]}
-    meta = {"files": len(files), "protocol": proto.__dict__, "command": "python -m bench.sequences " + " ".join(sys.argv[1:] if argv is None else argv)}
+    per_file = {
+        r.file: {m: next(x.auroc for x in results[m] if x.file == r.file) for m in results}
+        for r in results[args.methods[0]]
+    }
+    meta = {
+        "files": len(files),
+        "protocol": proto.__dict__,
+        "command": "python -m bench.sequences " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
     for method, m in summary.items():
-        print(f"{method:8s} F1 {m['f1']:.3f} FAR {m['far']:.2f} MAR {m['mar']:.2f} AUROC {m['auroc_pooled']:.3f} per-file {m['auroc_per_file_mean']:.3f} fit {m['fit_seconds_per_file']:.1f}s")
+        print(
+            f"{method:8s} F1 {m['f1']:.3f} FAR {m['far']:.2f} MAR {m['mar']:.2f} AUROC {m['auroc_pooled']:.3f} "
+            f"per-file {m['auroc_per_file_mean']:.3f} fit {m['fit_seconds_per_file']:.1f}s"
+        )
     if args.out:
         args.out.write_text(json.dumps({"meta": meta, "summary": summary, "per_file": per_file}, indent=2))
     if args.markdown:

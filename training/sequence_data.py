@@ -133,7 +133,9 @@ def read_sensor_table(
     named = {"--time-column": time_column, "--series-column": series_column, "--label-column": label_column}
     for flag, column in [*named.items(), *(("--exclude-columns", c) for c in exclude or [])]:
         if column is not None and column not in frame.columns:
-            raise DataError(f"{path}: {flag} names {column!r}, which is not a column; columns: {', '.join(frame.columns)}")
+            raise DataError(
+                f"{path}: {flag} names {column!r}, which is not a column; columns: {', '.join(frame.columns)}"
+            )
     n = len(frame)
     keys = []  # np.lexsort sorts by the last key first
     times = _time_key(frame, time_column, path) if time_column else None
