@@ -9,7 +9,7 @@ Implements the tabular part of ../shared/bench/PROTOCOL.md on the ADBench data s
 4. fit on train, score the test rows (higher = more anomalous), AUROC and AUPRC.
 
 Every method of a run sees exactly the same split of a (data set, seed). The project's detector runs
-through `training.trainer.fit_detector` with `TrainConfig(seed=s)`, the code path of
+through `training.tabular.fit_detector` with `TrainConfig(seed=s)`, the code path of
 `vae-anomaly train` with no flags; `--vae-config '{"score_method": "iwae"}'` merges JSON into the
 TrainConfig for ablations and `--label` names the variant.
 
@@ -177,7 +177,8 @@ class Outcome:
 
 def run_project_detector(split: Split, seed: int, overrides: dict[str, Any]) -> Outcome:
     """Exactly what `vae-anomaly train` (no flags) + `score` do, with the protocol's seed."""
-    from training.trainer import TrainConfig, fit_detector
+    from training.tabular import fit_detector
+    from training.trainer import TrainConfig
 
     config = TrainConfig(**{**overrides, "seed": seed})
     train_cols = {f"x{i}": split.x_train[:, i].astype(np.float64) for i in range(split.x_train.shape[1])}
@@ -187,15 +188,15 @@ def run_project_detector(split: Split, seed: int, overrides: dict[str, Any]) -> 
     fit_seconds = time.perf_counter() - started
     det = result.detector
     started = time.perf_counter()
-    scores = det.score(det.columns_from_table(test_cols)).terms.score
+    scores = det.score(det.kind.columns_from_table(test_cols)).terms.score
     score_seconds = time.perf_counter() - started
     summary = result.summary
     info = {
         "epochs": summary.get("epochs"),
         "best_epoch": summary.get("best_epoch"),
         "batch_size": summary.get("batch_size"),
-        "latent_dim": det.manifest.network.latent_dim,
-        "hidden_dims": list(det.manifest.network.hidden_dims),
+        "latent_dim": det.manifest.family_config.latent_dim,
+        "hidden_dims": list(det.manifest.kind_config.network.hidden_dims),
         "validation_elbo": summary.get("validation_elbo"),
     }
     return Outcome(np.asarray(scores, dtype=np.float64), fit_seconds, score_seconds, info)

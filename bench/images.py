@@ -69,7 +69,7 @@ def one_class_split(x: np.ndarray, labels: np.ndarray, digit: int, seed: int) ->
 
 
 def run_project_images(split: Split, seed: int, overrides: dict[str, Any]) -> Outcome:
-    from model.images import ImageSpec
+    from model.kinds.image.images import ImageSpec
     from training.image_trainer import fit_image_detector, image_train_config
 
     _, channels, height, width = split.x_train.shape
@@ -80,14 +80,14 @@ def run_project_images(split: Split, seed: int, overrides: dict[str, Any]) -> Ou
     fit_seconds = time.perf_counter() - started
     detector = result.detector
     started = time.perf_counter()
-    scores = detector.score(detector.inputs_from_array(split.x_test)).terms.score
+    scores = detector.score(detector.kind.inputs_from_array(split.x_test)).terms.score
     score_seconds = time.perf_counter() - started
     summary = result.summary
     info = {
         "epochs": summary["epochs"],
         "best_epoch": summary["best_epoch"],
         "batch_size": summary["batch_size"],
-        "latent_dim": detector.manifest.network.latent_dim,
+        "latent_dim": detector.manifest.family_config.latent_dim,
         "likelihood": config.likelihood,
         "validation_elbo": summary["validation_elbo"],
     }

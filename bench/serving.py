@@ -240,7 +240,7 @@ def compute_floor(model_dir: Path, rows: np.ndarray, seconds: float, threads: in
     if threads:
         torch.set_num_threads(threads)
     detector = Detector.load(model_dir, "cpu")
-    detector.score(detector.columns_from_records(detector.sample(4, seed=0)))
+    detector.score(detector.kind.columns_from_records(detector.sample(4, seed=0)))
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(_compute_floor, detector, rows, seconds).result()
 
@@ -252,7 +252,7 @@ def _compute_floor(detector: Any, rows: np.ndarray, seconds: float) -> dict[str,
     out: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     for size in COMPUTE_BATCHES:
         batch = rows[rng.choice(len(rows), size, replace=len(rows) < size)]
-        columns = detector.columns_from_table({f"x{j}": batch[:, j] for j in range(batch.shape[1])})
+        columns = detector.kind.columns_from_table({f"x{j}": batch[:, j] for j in range(batch.shape[1])})
         detector.score(columns)  # warm-up
         times = []
         started = time.perf_counter()

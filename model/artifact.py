@@ -19,48 +19,45 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, SerializeAsAny, ValidationError, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model import __version__
 from model.errors import ArtifactError
-from model.image_vae import ImageVAEConfig
-from model.images import ImageSpec, PixelBaseline
-from model.preprocessing import Preprocessing
-from model.schema import Schema
+from model.families import FAMILIES
+from model.families.base import FamilyConfig
+from model.kinds import KINDS
 from model.scoring import ScoringConfig
 from model.thresholds import Threshold
-from model.vae import VAEConfig
 
-FORMAT_VERSION: Literal[1] = 1
+FORMAT_VERSION: Literal[2] = 2
+"""2: `kind_config` and `family_config` sections (the two axes of `model.kinds` and
+`model.families`) replaced the top-level schema / image / network fields of version 1."""
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
-
-
-ModelKind = Literal["tabular", "image"]
 
 
 class Manifest(BaseModel):
     """Describes a trained model completely, apart from its weights.
 
-    `kind` decides which parts are present: a tabular model has `schema` and `preprocessing`, an
-    image model has `image` (the geometry inputs are conformed to); `network` matches the kind.
+    `kind` and `family` name registered entries of `model.kinds.KINDS` and `model.families.FAMILIES`;
+    `kind_config` and `family_config` are validated against the models those entries register
+    (a tabular kind's schema and preprocessing, an image kind's geometry; the family's latent size
+    and options), so no field here is specific to one kind or family.
     """
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    format_version: Literal[1] = FORMAT_VERSION
-    kind: ModelKind = "tabular"
+    format_version: Literal[2] = FORMAT_VERSION
+    kind: str
+    family: str
     model_id: str
     version: str
     created_at: str
     library_versions: dict[str, str]
-    feature_schema: Schema | None = Field(default=None, alias="schema")
-    preprocessing: Preprocessing | None = None
-    image: ImageSpec | None = None
-    pixel_baseline: PixelBaseline | None = None
-    network: VAEConfig | ImageVAEConfig
+    kind_config: SerializeAsAny[BaseModel]
+    family_config: SerializeAsAny[FamilyConfig]
     scoring: ScoringConfig
     thresholds: dict[str, Threshold]
     active_threshold: str
@@ -68,22 +65,37 @@ class Manifest(BaseModel):
     training: dict[str, Any]
     weights_sha256: str
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sections_of_registered_models(cls, data: Any) -> Any:
+        """Validate each section with the model its kind or family registers."""
+        if not isinstance(data, dict):
+            return data
+        kind, family = data.get("kind"), data.get("family")
+        if kind not in KINDS:
+            raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+        if family not in FAMILIES:
+            raise ValueError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
+        data = dict(data)
+        for field, model in (
+            ("kind_config", KINDS[kind].config_model),
+            ("family_config", FAMILIES[family].config_model),
+        ):
+            section = data.get(field)
+            if section is None:
+                raise ValueError(f"'{field}' is missing")
+            if isinstance(section, BaseModel):
+                section = section.model_dump(by_alias=True)
+            data[field] = model.model_validate(section)
+        return data
+
     @model_validator(mode="after")
-    def _parts_match_kind(self) -> Manifest:
-        if self.kind == "tabular":
-            ok = self.feature_schema is not None and self.preprocessing is not None and self.image is None
-            ok = ok and isinstance(self.network, VAEConfig)
-            if not ok:
-                raise ValueError("a tabular model needs 'schema', 'preprocessing' and a tabular network, no 'image'")
-        else:
-            ok = self.image is not None and self.pixel_baseline is not None
-            ok = ok and self.feature_schema is None and self.preprocessing is None
-            ok = ok and isinstance(self.network, ImageVAEConfig)
-            if not ok:
-                raise ValueError(
-                    "an image model needs 'image', 'pixel_baseline' and an image network, "
-                    "no 'schema' or 'preprocessing'"
-                )
+    def _score_method_of_the_family(self) -> Manifest:
+        methods = FAMILIES[self.family].score_methods
+        if self.scoring.method not in methods:
+            raise ValueError(
+                f"score method {self.scoring.method!r} is not offered by family {self.family!r} ({', '.join(methods)})"
+            )
         return self
 
 
@@ -176,6 +188,11 @@ def read_manifest(directory: Path) -> Manifest:
         raise ArtifactError(
             f"{path}: format_version {version!r} is not supported by this release (reads {FORMAT_VERSION}); "
             "retrain the model or upgrade vae-anomaly"
+            + (
+                " (version 1 predates the kind/family layout: retrain it with `vae-anomaly train`)"
+                if version == 1
+                else ""
+            )
         )
     try:
         return Manifest.model_validate(raw)

@@ -42,3 +42,14 @@ class InputError(ModelError):
         where = " ".join(str(part) for part in first.loc)
         more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
         super().__init__(f"{where}: {first.msg}{more}")
+
+
+class UnsupportedError(ModelError):
+    """A request the loaded model cannot serve by its nature: samples from a family without a
+    generative model, a picture grid of records. `field` names the request field at fault, `type`
+    is a short machine-readable reason ("cannot_sample", "wrong_model_kind")."""
+
+    def __init__(self, msg: str, field: str | None = None, type: str = "unsupported"):
+        super().__init__(msg)
+        self.field = field
+        self.type = type

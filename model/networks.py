@@ -1,4 +1,5 @@
-"""Network builders. Every width comes from the config; nothing here knows about features."""
+"""Network building blocks shared by the kinds' backbones and the families' heads. Every width
+comes from a config; nothing here knows about features, pixels or objectives."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from itertools import pairwise
 from torch import nn
 
 
-def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
-    """Linear → SiLU (→ Dropout) blocks over `hidden_dims`, then a linear output layer."""
+def mlp_body(in_dim: int, hidden_dims: Sequence[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear → SiLU (→ Dropout) blocks over `hidden_dims`; the output has hidden_dims[-1] features."""
     layers: list[nn.Module] = []
     width = in_dim
     for hidden in hidden_dims:
@@ -17,8 +18,13 @@ def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, dropout: float = 
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = hidden
-    layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
+
+
+def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    """`mlp_body` followed by a linear output layer."""
+    width = hidden_dims[-1] if hidden_dims else in_dim
+    return nn.Sequential(*mlp_body(in_dim, hidden_dims, dropout), nn.Linear(width, out_dim))
 
 
 def conv_downsamplings(height: int, width: int, smallest: int = 7) -> int:

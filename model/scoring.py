@@ -1,26 +1,22 @@
 """The one scoring path: score, ELBO, reconstruction error and per-feature contributions.
 
-The CLI, the service and the benchmarks all call `score_batch`, for tabular and image models alike
-(the likelihood terms are per feature or per pixel; nothing else differs). It is deterministic: the posterior
-noise is a fixed, seeded (S, L) draw shared by every record, so a record's score depends only on the
-record and the model, never on the rest of the batch or its position in it.
+The CLI, the service and the benchmarks all call `score_in_chunks`, whatever the data kind and the
+family: it slices the batch, and the family's network (`model.families`) scores each chunk with the
+kind's likelihood (`model.kinds`). It is deterministic: the posterior noise is a fixed, seeded
+(S, L) draw shared by every record, so a record's score depends only on the record and the model,
+never on the rest of the batch or its position in it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.image_vae import ImageDecoderOutput, ImageVAE
-from model.images import ImageBatch
-from model.likelihoods import LOG_2PI, gaussian_kl, log_probs
-from model.preprocessing import EncodedBatch, TabularCodec
-from model.vae import DecoderOutput, TabularVAE
+from model.thresholds import ThresholdSet
 
 ScoreMethod = Literal["elbo", "iwae", "reconstruction"]
 
@@ -48,78 +44,64 @@ def posterior_noise(n_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
     return eps.unsqueeze(1)
 
 
+class Decoded(Protocol):
+    """A kind's decoder output (the parameters of p(x|z)); leading dims (..., B) follow z's."""
+
+    def cpu(self) -> Any: ...
+
+    @staticmethod
+    def cat(parts: list[Any]) -> Any: ...
+
+
 @dataclass
 class ScoreTerms:
     """Per-record results as float64 numpy arrays (B,), (B, F) and (B, L)."""
 
     score: np.ndarray
-    elbo: np.ndarray
+    elbo: np.ndarray  # the family's lower bound on log p(x); for autoencoders log p(x | z = code)
     reconstruction_error: np.ndarray
     contributions: np.ndarray  # (B, F) -log p(x_f | z = mu) per feature or pixel; 0 for missing features
     latent_mean: np.ndarray  # (B, L)
-    expected: DecoderOutput | ImageDecoderOutput  # p(x | z = mu), on the CPU
+    expected: Any  # the kind's `Decoded` p(x | z = mu), on the CPU
 
 
-def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag exp(logvar)) summed over the last dim."""
-    return -0.5 * torch.sum(LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar), dim=-1)
+@dataclass
+class ScoreBatch:
+    """Scores of B inputs plus what is needed to explain them."""
+
+    terms: ScoreTerms
+    p_value: np.ndarray  # (B,)
+    exceeded: np.ndarray  # (B, T) bool, T = thresholds.names
+    missing: np.ndarray  # (B, F) bool; all False for images
+    inputs: Any  # the checked inputs, of the kind's own type (tabular columns, image pixels, ...)
+    thresholds: ThresholdSet
+
+    def __len__(self) -> int:
+        return self.terms.score.shape[0]
 
 
-@torch.inference_mode()
-def score_batch(
-    vae: TabularVAE | ImageVAE,
-    codec: TabularCodec | None,
-    batch: EncodedBatch | ImageBatch,
-    noise: torch.Tensor,
-    method: ScoreMethod,
-) -> ScoreTerms:
-    """Score one batch already on the model's device. `noise` is `posterior_noise(...)` on that device.
+class ScoringNetwork(Protocol):
+    """What `score_in_chunks` needs of a family's network."""
 
-    - elbo: E_q[log p(x|z)] - KL(q(z|x) || p(z)), the expectation over the S fixed noise draws.
-    - score: -elbo, or with method "iwae" minus the importance-weighted bound
-      log (1/S) sum_s p(x, z_s) / q(z_s | x) (Burda et al., "Importance Weighted Autoencoders", 2016,
-      eq. 8), a tighter estimate of -log p(x).
-    - reconstruction_error: -log p(x | z = mu) summed over observed features; its terms are the
-      per-feature contributions. Method "reconstruction" uses it as the score.
-    """
-    mu, logvar = vae.encode(batch.x_in)  # (B, L)
-    z = vae.reparameterize(mu, logvar, noise)  # (S, B, L)
-    log_px = log_probs(codec, vae.decode(z), batch).sum(-1)  # (S, B)
-    kl = gaussian_kl(mu, logvar)  # (B,)
-    elbo = log_px.double().mean(0) - kl.double()
-    if method == "iwae":
-        log_prior = -0.5 * torch.sum(LOG_2PI + z**2, dim=-1)  # (S, B)
-        log_w = log_px + log_prior - _log_normal(z, mu, logvar)
-        score = -(torch.logsumexp(log_w.double(), dim=0) - math.log(noise.shape[0]))
-    expected = vae.decode(mu)
-    contributions = -log_probs(codec, expected, batch).double()  # (B, F)
-    if method == "reconstruction":
-        score = contributions.sum(-1)
-    elif method == "elbo":
-        score = -elbo
-    return ScoreTerms(
-        score=score.cpu().numpy(),
-        elbo=elbo.cpu().numpy(),
-        reconstruction_error=contributions.sum(-1).cpu().numpy(),
-        contributions=contributions.cpu().numpy(),
-        latent_mean=mu.double().cpu().numpy(),
-        expected=expected.cpu(),
-    )
+    def score(self, batch: Any, noise: torch.Tensor, method: ScoreMethod) -> ScoreTerms: ...
+
+
+class Sliceable(Protocol):
+    def __len__(self) -> int: ...
+
+    def slice(self, start: int, stop: int) -> Any: ...
 
 
 def score_in_chunks(
-    vae: TabularVAE | ImageVAE,
-    codec: TabularCodec | None,
-    batch: EncodedBatch | ImageBatch,
-    noise: torch.Tensor,
-    scoring: ScoringConfig,
+    network: ScoringNetwork, batch: Sliceable, noise: torch.Tensor, scoring: ScoringConfig
 ) -> ScoreTerms:
-    """`score_batch` over chunks of `scoring.chunk_size` inputs moved to the noise's device, so
-    memory stays bounded whatever the batch size."""
-    parts = [
-        score_batch(vae, codec, batch.slice(start, start + scoring.chunk_size).to(noise.device), noise, scoring.method)
-        for start in range(0, max(len(batch), 1), scoring.chunk_size)  # one (empty) chunk for no inputs
-    ]
+    """The family's `score` over chunks of `scoring.chunk_size` inputs moved to the noise's device,
+    so memory stays bounded whatever the batch size."""
+    with torch.inference_mode():
+        parts = [
+            network.score(batch.slice(start, start + scoring.chunk_size).to(noise.device), noise, scoring.method)
+            for start in range(0, max(len(batch), 1), scoring.chunk_size)  # one (empty) chunk for no inputs
+        ]
     return concat_terms(parts)
 
 
@@ -133,11 +115,32 @@ def concat_terms(parts: list[ScoreTerms]) -> ScoreTerms:
         reconstruction_error=np.concatenate([p.reconstruction_error for p in parts]),
         contributions=np.concatenate([p.contributions for p in parts]),
         latent_mean=np.concatenate([p.latent_mean for p in parts]),
-        expected=_cat_expected([p.expected for p in parts]),
+        expected=type(parts[0].expected).cat([p.expected for p in parts]),
     )
 
 
-def _cat_expected(parts: list[DecoderOutput | ImageDecoderOutput]) -> DecoderOutput | ImageDecoderOutput:
-    if all(isinstance(p, ImageDecoderOutput) for p in parts):
-        return ImageDecoderOutput.cat([p for p in parts if isinstance(p, ImageDecoderOutput)])
-    return DecoderOutput.cat([p for p in parts if isinstance(p, DecoderOutput)])
+def result_fields(scored: ScoreBatch) -> list[dict[str, object]]:
+    """The fields of each `/score` result that every kind shares, in input order.
+
+    Which thresholds an input exceeds is computed as a bit mask → its list of names: one numpy pass
+    for the batch instead of a loop over the thresholds per input (23 ms of a 4096-record batch).
+    """
+    terms = scored.terms
+    threshold_names = scored.thresholds.names
+    active_index = threshold_names.index(scored.thresholds.active)
+    masks = (scored.exceeded.astype(np.int64) << np.arange(len(threshold_names))).sum(axis=1).tolist()
+    exceeded_names = {mask: [t for k, t in enumerate(threshold_names) if mask >> k & 1] for mask in set(masks)}
+    is_anomaly = scored.exceeded[:, active_index].tolist()
+    score, elbo = terms.score.tolist(), terms.elbo.tolist()
+    reconstruction_error, p_value = terms.reconstruction_error.tolist(), scored.p_value.tolist()
+    return [
+        {
+            "score": score[i],
+            "elbo": elbo[i],
+            "reconstruction_error": reconstruction_error[i],
+            "p_value": p_value[i],
+            "is_anomaly": is_anomaly[i],
+            "thresholds_exceeded": list(exceeded_names[masks[i]]),
+        }
+        for i in range(len(score))
+    ]

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model import __version__
-from model.base_detector import BaseDetector
+from model.detector import Detector
 from service.batching import MicroBatcher
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimitMiddleware
@@ -35,7 +35,7 @@ from service.state import ServiceState
 logger = logging.getLogger(__name__)
 
 
-def load_detector(settings: Settings) -> BaseDetector:
+def load_detector(settings: Settings) -> Detector:
     """Load and verify the configured artifact (service/reload.py: checksums, warm-up score)."""
     return load_verified(settings.model_dir, settings.device)
 

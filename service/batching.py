@@ -7,7 +7,7 @@ most `max_records` records, waiting at most `max_wait_seconds` for more after th
 it on a single worker thread, so the event loop keeps parsing requests meanwhile. Under load, batches
 form while the previous one is being scored, even with no wait at all.
 
-Isolation: each request is checked (`Detector.columns_from_records`) on its own before it joins a
+Isolation: each request is checked (`DataKind.request_inputs`) on its own before it joins a
 batch, so a bad request gets its 422 and never touches the others; if scoring a gathered batch fails
 anyway, each of its requests is scored alone, so only the one at fault fails. Scores do not depend on
 the batch (fixed posterior noise, see `model.scoring`); a record's score in a batch equals its score
@@ -24,41 +24,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from model.base_detector import BaseDetector
 from model.detector import Detector
-from model.image_detector import ImageDetector
-from model.preprocessing import Columns
+from model.kinds.base import InputLimits, RequestBody
 from service.errors import ApiError
 from service.metrics import ModelMetrics
-from service.schemas import ColumnarScoreRequest, ImageScoreRequest, ScoreRequest
 from service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 
 Results = list[dict[str, Any]]
-ScoreBody = ScoreRequest | ColumnarScoreRequest | ImageScoreRequest
 
 
-def body_size(body: ScoreBody) -> int:
-    if isinstance(body, ImageScoreRequest):
-        return len(body.images or body.arrays or [])
-    return len(body.records) if isinstance(body, ScoreRequest) else len(body.data)
+def check_inputs(detector: Detector, body: RequestBody, max_image_pixels: int) -> Any:
+    """Check a body's inputs against the model, by its kind (raises `InputError`)."""
+    return detector.kind.request_inputs(body, InputLimits(max_image_pixels=max_image_pixels))
 
 
-def check_inputs(detector: BaseDetector, body: ScoreBody, max_image_pixels: int) -> Any:
-    """Check a records, columnar or image body against the model (raises `InputError`)."""
-    if isinstance(body, ImageScoreRequest):
-        assert isinstance(detector, ImageDetector)
-        return detector.inputs_from_payload(body.images, body.arrays, max_image_pixels)
-    assert isinstance(detector, Detector)
-    if isinstance(body, ScoreRequest):
-        return detector.columns_from_records(body.records)
-    return detector.columns_from_rows(body.columns, body.data)
-
-
-def score_and_observe(detector: BaseDetector, metrics: ModelMetrics, inputs: Any, explain: int) -> Results:
+def score_and_observe(detector: Detector, metrics: ModelMetrics, inputs: Any, explain: int) -> Results:
     """Score checked inputs, build the result objects, then count them in the metrics (once each)."""
     scored = detector.score(inputs)
     results = detector.results(scored, explain)
@@ -70,7 +52,7 @@ def score_and_observe(detector: BaseDetector, metrics: ModelMetrics, inputs: Any
 class _Job:
     detector: Detector  # the request's snapshot: a reload never mixes models in one batch
     metrics: ModelMetrics
-    columns: Columns
+    inputs: Any  # checked inputs of the detector's kind
     size: int
     explain: int
     future: asyncio.Future[Results]
@@ -107,12 +89,12 @@ class MicroBatcher:
         if self._own_executor:
             self._executor.shutdown(wait=True)
 
-    async def score(self, detector: Detector, metrics: ModelMetrics, columns: Columns, explain: int) -> Results:
-        """Queue checked columns; resolve to their results, in input order, once their batch is scored."""
+    async def score(self, detector: Detector, metrics: ModelMetrics, inputs: Any, explain: int) -> Results:
+        """Queue checked inputs; resolve to their results, in input order, once their batch is scored."""
         if self._closing:
             raise ApiError(503, "the server is shutting down; retry on another instance", "shutting_down")
-        size = len(next(iter(columns.values())))
-        job = _Job(detector, metrics, columns, size, explain, asyncio.get_running_loop().create_future())
+        size = detector.kind.count(inputs)
+        job = _Job(detector, metrics, inputs, size, explain, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._pending_records += size
         self._arrived.set()
@@ -169,9 +151,10 @@ class MicroBatcher:
         if len(jobs) == 1:
             return [self._score_alone(jobs[0])]
         explain = max(job.explain for job in jobs)
+        kind = jobs[0].detector.kind
         try:
-            columns = {name: np.concatenate([job.columns[name] for job in jobs]) for name in jobs[0].columns}
-            results = score_and_observe(jobs[0].detector, jobs[0].metrics, columns, explain)
+            inputs = kind.concat([job.inputs for job in jobs])
+            results = score_and_observe(jobs[0].detector, jobs[0].metrics, inputs, explain)
         except Exception:
             logger.exception("scoring a batch of %d requests failed; scoring them one by one", len(jobs))
             return [self._score_alone(job) for job in jobs]
@@ -180,29 +163,30 @@ class MicroBatcher:
         for job in jobs:
             part = results[start : start + job.size]
             start += job.size
-            if job.explain < explain:  # top features are ranked, so the first `explain` are this job's
+            if job.explain < explain:  # explanations are ranked, so the first `explain` are this job's
                 for result in part:
-                    result["top_features"] = result["top_features"][: job.explain]
+                    result[kind.explanation_field] = result[kind.explanation_field][: job.explain]  # type: ignore[index]
             outcomes.append(part)
         return outcomes
 
     def _score_alone(self, job: _Job) -> Results | BaseException:
         try:
-            return score_and_observe(job.detector, job.metrics, job.columns, job.explain)
+            return score_and_observe(job.detector, job.metrics, job.inputs, job.explain)
         except Exception as exc:
             return exc
 
 
-async def score_body(state: ServiceState, detector: BaseDetector, metrics: ModelMetrics, body: ScoreBody) -> Results:
-    """Results for a `/score` body on the request's model snapshot: small tabular bodies through the
-    micro-batcher, everything else (large batches, images) directly on the compute thread.
+async def score_body(state: ServiceState, detector: Detector, metrics: ModelMetrics, body: RequestBody) -> Results:
+    """Results for a `/score` body on the request's model snapshot: small bodies of kinds that allow
+    it (tabular) through the micro-batcher, everything else (large batches, images) directly on the
+    compute thread.
 
     Small bodies are checked on the event loop (a few µs per record) so a bad one fails alone;
     large ones and images (decoding is CPU work) are checked on the compute thread, leaving the loop free.
     """
     batcher = state.batcher
     max_pixels = state.settings.max_image_pixels
-    if batcher is not None and isinstance(detector, Detector) and body_size(body) <= batcher.max_records:
+    if batcher is not None and detector.kind.micro_batch and body.size() <= batcher.max_records:
         return await batcher.score(detector, metrics, check_inputs(detector, body, max_pixels), body.explain)
     return await state.compute(
         lambda: score_and_observe(detector, metrics, check_inputs(detector, body, max_pixels), body.explain)

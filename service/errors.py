@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.errors import InputError
+from model.errors import InputError, UnsupportedError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ async def _input_error(_: Request, exc: Exception) -> JSONResponse:
     return _response(422, items)
 
 
+async def _unsupported(_: Request, exc: Exception) -> JSONResponse:
+    """What the loaded model cannot do by its kind or family (a 422 that says why)."""
+    assert isinstance(exc, UnsupportedError)
+    loc = ["body", exc.field] if exc.field else ["body"]
+    return _response(422, [{"loc": loc, "msg": str(exc), "type": exc.type}])
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     items = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
@@ -69,6 +76,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(UnsupportedError, _unsupported)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

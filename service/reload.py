@@ -30,7 +30,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from model.base_detector import BaseDetector, load_detector
+from model.detector import Detector, load_detector
 from model.errors import ArtifactError, ModelError
 from service.errors import ApiError
 from service.routes import ADMIN_ERRORS, read_body, require_admin
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
-def load_verified(model_dir: Path, device: str) -> BaseDetector:
+def load_verified(model_dir: Path, device: str) -> Detector:
     """Load an artifact and score a warm-up batch drawn from the model itself, so that a model that
     loads but cannot score is refused before it serves, and the first real request does not pay for
     lazy initialisation. Warm-up scores are not counted in metrics. Raises `ArtifactError`."""
@@ -53,7 +53,7 @@ def load_verified(model_dir: Path, device: str) -> BaseDetector:
     return detector
 
 
-def activate(state: ServiceState, detector: BaseDetector, model_dir: Path) -> LoadedModel:
+def activate(state: ServiceState, detector: Detector, model_dir: Path) -> LoadedModel:
     """Publish the model's metrics and make it the one new requests use (a single assignment).
     Holds the threshold lock so a concurrent threshold update lands on one model or the other."""
     assert state.metrics is not None
@@ -135,7 +135,7 @@ class Reloader:
         state.metrics.record_reload(True)
         await run_in_threadpool(refreeze)  # not the compute thread: requests in flight may hold it
         new = current.detector.manifest
-        schema_changed = new.feature_schema != old.feature_schema
+        schema_changed = current.detector.kind.input_signature() != previous.detector.kind.input_signature()
         logger.info(
             "reloaded model %s (version %s) from %s in %.2f s, replacing %s (version %s)%s",
             new.model_id,

@@ -9,20 +9,18 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from model.base_detector import BaseDetector
-from model.image_detector import ImageDetector
+from model.detector import Detector
+from model.kinds import KINDS
+from model.kinds.base import RequestBody
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
-from service.batching import ScoreBody, check_inputs, score_body
+from service.batching import check_inputs, score_body
 from service.errors import ApiError
 from service.schemas import (
     ActiveThresholdUpdate,
-    ColumnarScoreRequest,
     ErrorResponse,
-    ImageScoreRequest,
     ReconstructResponse,
     SampleRequest,
     SampleResponse,
-    ScoreRequest,
     ScoreResponse,
     ThresholdsResponse,
     ThresholdUpdate,
@@ -37,8 +35,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorResponse, "description": "too many records or images"},
     422: {
         "model": ErrorResponse,
-        "description": "a record or image does not fit the model (schema, image size, encoding), or the body is "
-        "of the other kind (records for an image model, images for a tabular one)",
+        "description": "a record or image does not fit the model (schema, image size, encoding), the body is "
+        "of another kind (records for an image model, images for a tabular one), or the model's family "
+        "cannot do what was asked (samples from an autoencoder)",
     },
 }
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -50,32 +49,30 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def _openapi_body(*models: type[BaseModel]) -> dict[str, Any]:
     """Document a body that the handler parses itself (orjson: strict JSON, no NaN/Infinity); with
-    two models, the body is one or the other (tabular records or images, by the model's kind)."""
+    several models, the body is one of them (tabular records or images, by the model's kind)."""
     schemas = [model.model_json_schema() for model in models]
     schema = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-INPUT_FIELDS = {"tabular": ("records", "columns", "data"), "image": ("images", "arrays")}
-"""The body fields that carry inputs, per model kind."""
-EXPECTED_INPUT = {
-    "tabular": "a tabular model: send 'records' (or 'columns' and 'data')",
-    "image": "an image model: send 'images' or 'arrays'",
-}
+INPUT_BODIES = tuple(model for kind in KINDS.values() for model in kind.request_models)
+"""Every registered kind's request envelopes, for the OpenAPI document of `/score` and `/reconstruct`."""
 
 
-def _check_kind(data: dict[str, Any], detector: BaseDetector) -> None:
-    """A body of the other kind gets a 422 that says which kind the loaded model expects."""
+def _check_kind(data: dict[str, Any], detector: Detector) -> None:
+    """A body of another kind gets a 422 that says which kind the loaded model expects."""
     kind = detector.kind
-    other = "image" if kind == "tabular" else "tabular"
-    wrong = [name for name in INPUT_FIELDS[other] if name in data]
-    if wrong and not any(name in data for name in INPUT_FIELDS[kind]):
-        raise ApiError(
-            422,
-            f"the loaded model is {EXPECTED_INPUT[kind]}, not '{wrong[0]}' (which is for {other} models)",
-            "wrong_model_kind",
-            ("body", wrong[0]),
-        )
+    if any(name in data for name in kind.input_fields):
+        return
+    for other in KINDS.values():
+        wrong = [name for name in other.input_fields if name in data and other.name != kind.name]
+        if wrong:
+            raise ApiError(
+                422,
+                f"the loaded model is {kind.expected_input}, not '{wrong[0]}' (which is for {other.name} models)",
+                "wrong_model_kind",
+                ("body", wrong[0]),
+            )
 
 
 async def _read_json(request: Request) -> dict[str, Any]:
@@ -100,13 +97,19 @@ def _validate(model: type[Body], data: dict[str, Any]) -> Body:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        loc = ("body", *first["loc"])
-        raise ApiError(422, first["msg"], first["type"], loc) from exc
+        raise _validation_error(exc) from exc
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors(include_url=False)[0]
+    return ApiError(422, first["msg"], first["type"], ("body", *first["loc"]))
+
+
+BATCH_FIELDS = tuple(field for kind in KINDS.values() for field in kind.batch_fields)
 
 
 def _check_batch(data: dict[str, Any], limit: int) -> None:
-    for field in ("records", "data", "images", "arrays"):
+    for field in BATCH_FIELDS:
         items = data.get(field)
         if isinstance(items, list) and len(items) > limit:
             raise ApiError(
@@ -118,7 +121,7 @@ def _check_batch(data: dict[str, Any], limit: int) -> None:
             )
 
 
-def _model_ref(detector: BaseDetector) -> dict[str, str]:
+def _model_ref(detector: Detector) -> dict[str, str]:
     """The model that served the request: the one from its snapshot, not whatever is loaded now."""
     return {"id": detector.manifest.model_id, "version": detector.manifest.version}
 
@@ -132,7 +135,7 @@ def _json(payload: Any, status: int = 200) -> Response:
     response_model=ScoreResponse,
     response_model_exclude_none=True,
     responses=ERRORS,
-    openapi_extra=_openapi_body(ScoreRequest, ColumnarScoreRequest, ImageScoreRequest),
+    openapi_extra=_openapi_body(*INPUT_BODIES),
     tags=["scoring"],
 )
 async def score(request: Request, state: ServiceState = Depends(get_state)) -> Response:
@@ -143,17 +146,16 @@ async def score(request: Request, state: ServiceState = Depends(get_state)) -> R
     return _json({"model": _model_ref(detector), "results": results})
 
 
-async def _read_inputs(request: Request, state: ServiceState, detector: BaseDetector) -> ScoreBody:
-    """The body of `/score` or `/reconstruct` for the loaded model's kind: records, a columnar
-    table (with "columns") or images; a body of the other kind gets a 422 saying which is expected."""
+async def _read_inputs(request: Request, state: ServiceState, detector: Detector) -> RequestBody:
+    """The body of `/score` or `/reconstruct`, parsed by the loaded model's kind (records, a
+    columnar table, images, ...); a body of another kind gets a 422 saying which is expected."""
     data = await _read_json(request)
     _check_kind(data, detector)
     _check_batch(data, state.settings.max_batch)
-    if isinstance(detector, ImageDetector):
-        return _validate(ImageScoreRequest, data)
-    if "columns" in data:
-        return _validate(ColumnarScoreRequest, data)
-    return _validate(ScoreRequest, data)
+    try:
+        return detector.kind.parse_request(data)
+    except ValidationError as exc:
+        raise _validation_error(exc) from exc
 
 
 @router.post(
@@ -161,7 +163,7 @@ async def _read_inputs(request: Request, state: ServiceState, detector: BaseDete
     response_model=ReconstructResponse,
     response_model_exclude_none=True,
     responses=ERRORS,
-    openapi_extra=_openapi_body(ScoreRequest, ColumnarScoreRequest, ImageScoreRequest),
+    openapi_extra=_openapi_body(*INPUT_BODIES),
     tags=["scoring"],
 )
 async def reconstruct(request: Request, state: ServiceState = Depends(get_state)) -> Response:
@@ -195,11 +197,7 @@ async def sample(request: Request, state: ServiceState = Depends(get_state)) -> 
         )
     detector, _ = state.loaded()
     seed = body.seed if body.seed is not None else secrets.randbits(62)
-    if body.grid:
-        if not isinstance(detector, ImageDetector):
-            raise ApiError(
-                422, "'grid' is for image models; this is a tabular model", "wrong_model_kind", ("body", "grid")
-            )
+    if body.grid:  # kinds without pictures answer 422 (`UnsupportedError`), as do families without samples
         grid = await state.compute(lambda: detector.sample_grid(body.n, seed, body.temperature))
         return _json({"model": _model_ref(detector), "seed": seed, "grid": grid})
     samples = await state.compute(lambda: detector.sample(body.n, seed, body.temperature))
@@ -306,12 +304,12 @@ async def get_model(state: ServiceState = Depends(get_state)) -> Response:
             "id": m.model_id,
             "version": m.version,
             "kind": m.kind,
+            "family": m.family,
             "device": str(detector.device),
             "created_at": m.created_at,
             "format_version": m.format_version,
-            "schema": m.feature_schema.model_dump(mode="json") if m.feature_schema else None,
-            "image": m.image.model_dump(mode="json") if m.image else None,
-            "network": m.network.model_dump(mode="json"),
+            **detector.kind.describe(),
+            "family_config": m.family_config.model_dump(mode="json"),
             "scoring": m.scoring.model_dump(mode="json"),
             "calibration_rows": len(m.calibration_scores),
             "thresholds": _thresholds_payload(detector.thresholds),

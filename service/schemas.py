@@ -1,7 +1,7 @@
 """Request and response models of the HTTP API, with their limits.
 
-Records themselves are checked by `model.preprocessing.records_to_columns` against the model's
-schema (strict types, every key present); these models check the envelope around them.
+The request bodies that carry inputs (`/score`, `/reconstruct`) belong to each data kind
+(`model.kinds.<kind>.requests`), which also checks the inputs inside them; these models are the rest.
 """
 
 from __future__ import annotations
@@ -14,60 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from model.thresholds import THRESHOLD_NAME
 
 Record = dict[str, Any]
-
-
-class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    records: list[Any] = Field(
-        min_length=1,
-        description="Records to score: one object per record with every feature key (null for missing). "
-        "At most VAE_ANOMALY_MAX_BATCH records (413 above).",
-        examples=[[{"amount": 54.2, "channel": "web"}]],
-    )
-    explain: int = Field(default=3, ge=0, le=1000, description="how many top features to list per record")
-
-
-class ImageScoreRequest(BaseModel):
-    """Images for an image model: exactly one of `images` (base64) or `arrays` (nested lists)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    images: list[Any] | None = Field(
-        default=None,
-        min_length=1,
-        description="base64-encoded PNG or JPEG images (a data: URL prefix is accepted)",
-    )
-    arrays: list[Any] | None = Field(
-        default=None,
-        min_length=1,
-        description="nested arrays H×W or C×H×W: integers 0..255, or floats 0..1",
-        examples=[[[[0, 255], [255, 0]]]],
-    )
-    explain: int = Field(default=3, ge=0, le=1000, description="how many top regions to list per image")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ImageScoreRequest:
-        if (self.images is None) == (self.arrays is None):
-            raise ValueError("give exactly one of 'images' (base64 PNG/JPEG) or 'arrays'")
-        return self
-
-
-class ColumnarScoreRequest(BaseModel):
-    """The same records as a table: cheaper to send and to parse than one object per record."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    columns: list[str] = Field(
-        min_length=1, description="feature names, each feature exactly once", examples=[["amount", "channel"]]
-    )
-    data: list[list[Any]] = Field(
-        min_length=1,
-        description="one array per record, values in `columns` order (null for missing). "
-        "At most VAE_ANOMALY_MAX_BATCH rows (413 above).",
-        examples=[[[54.2, "web"]]],
-    )
-    explain: int = Field(default=3, ge=0, le=1000, description="how many top features to list per record")
 
 
 class SampleRequest(BaseModel):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 
-from model.base_detector import BaseDetector
+from model.detector import Detector
 from model.thresholds import ThresholdSet
 from service.metrics import ModelMetrics, ServiceMetrics
 from service.settings import Settings
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    detector: BaseDetector
+    detector: Detector
     metrics: ModelMetrics
     model_dir: Path
     loaded_at: float  # unix time
@@ -57,10 +57,10 @@ class ServiceState:
         return await asyncio.get_running_loop().run_in_executor(self.compute_thread, function)
 
     @property
-    def detector(self) -> BaseDetector | None:
+    def detector(self) -> Detector | None:
         return self.current.detector if self.current is not None else None
 
-    def loaded(self) -> tuple[BaseDetector, ModelMetrics]:
+    def loaded(self) -> tuple[Detector, ModelMetrics]:
         """One consistent snapshot of the model and its metrics; call once per request."""
         current = self.current
         assert current is not None, "lifespan has not loaded the model"

@@ -12,10 +12,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from model.schema import FeatureSpec, Schema
+from model.kinds.tabular.schema import FeatureSpec, Schema
 from service.app import create_app
 from service.settings import Settings
-from training.trainer import TrainConfig, fit_detector
+from training.tabular import fit_detector
+from training.trainer import TrainConfig
 
 API_TOKEN = "test-token-0123456789"
 
@@ -59,6 +60,12 @@ def make_tiny_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def tiny_config(**overrides) -> TrainConfig:
     base = {"epochs": 25, "hidden_dims": [32, 16], "latent_dim": 2, "score_samples": 8, "patience": 10}
+    return TrainConfig(**{**base, **overrides})
+
+
+def image_tiny_config(**overrides) -> TrainConfig:
+    """`tiny_config` for image models: the same loop knobs, no tabular backbone widths."""
+    base = {"epochs": 25, "latent_dim": 2, "score_samples": 8, "patience": 10}
     return TrainConfig(**{**base, **overrides})
 
 
@@ -108,15 +115,13 @@ def make_bar_images(n: int, seed: int = 0, size: int = 8) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_image_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small 8×8 grey image model, trained once per session on 300 bar images."""
-    from model.images import ImageSpec
+    from model.kinds.image.images import ImageSpec
     from training.image_trainer import fit_image_detector
 
     spec = ImageSpec(height=8, width=8, channels=1)
     pixels = make_bar_images(300)[:, None].astype(np.float32) / 255.0
     with one_thread():
-        result = fit_image_detector(
-            pixels, spec, tiny_config(epochs=15, hidden_dims=None), version="img-1", progress=False
-        )
+        result = fit_image_detector(pixels, spec, image_tiny_config(epochs=15), version="img-1", progress=False)
     directory = tmp_path_factory.mktemp("artifact") / "tiny-image"
     result.detector.save(directory)
     return directory

@@ -19,18 +19,20 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from model.base_detector import BaseDetector
-from model.detector import Detector, ScoreBatch
+from model.detector import Detector
 from model.errors import InputError, ModelError
-from model.image_detector import ImageDetector
-from model.schema import read_schema
+from model.families import FAMILIES
+from model.kinds.tabular.kind import TabularKind
+from model.kinds.tabular.schema import read_schema
+from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
 from training.data import DataError, anomaly_labels, normal_mask, read_table
 from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
-from training.trainer import TrainConfig, fit_detector, training_report
+from training.tabular import fit_detector
+from training.trainer import OptionsError, TrainConfig, training_report
 
 logger = logging.getLogger("vae_anomaly")
 
@@ -68,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--likelihood",
         choices=("gaussian", "bernoulli", "continuous_bernoulli"),
-        default=defaults.likelihood,
-        help="images: pixel likelihood (see README)",
+        default=None,
+        help="images: pixel likelihood (see README; default gaussian)",
     )
     train.add_argument("--label-column", help="rows whose label is --normal-value are used; the rest are ignored")
     train.add_argument("--normal-value", help="label of normal rows (default 0)")
@@ -80,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--batch-size", type=int, default=None, help="default: about 16 steps per epoch, 32..512")
     train.add_argument("--latent-dim", type=int, default=None, help="default: from the number of features")
-    train.add_argument("--beta", type=float, default=defaults.beta, help="weight of the KL term (beta-VAE)")
-    train.add_argument("--kl-warmup-epochs", type=int, default=defaults.kl_warmup_epochs)
+    train.add_argument(
+        "--family", choices=tuple(FAMILIES), default="vae", help="what is learned (see README, Families)"
+    )
+    train.add_argument("--beta", type=float, default=None, help="beta-vae: weight of the KL term (default 4)")
+    train.add_argument("--kl-warmup-epochs", type=int, default=None, help="VAE families: default 10")
     train.add_argument(
         "--patience",
         type=int,
@@ -89,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"early-stopping patience in epochs, default {defaults.patience} (images: {IMAGE_DEFAULTS['patience']})",
     )
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    train.add_argument("--feature-dropout", type=float, default=defaults.feature_dropout, help="denoising rate")
+    train.add_argument(
+        "--feature-dropout", type=float, default=None, help="VAE families: share of inputs hidden from the encoder"
+    )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument(
@@ -140,20 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
     """The flags given; for the rest, the defaults of the kind (`IMAGE_DEFAULTS` for images)."""
-    optional = {"epochs": args.epochs, "patience": args.patience}
+    optional = {
+        "epochs": args.epochs,
+        "patience": args.patience,
+        "beta": args.beta,
+        "kl_warmup_epochs": args.kl_warmup_epochs,
+        "feature_dropout": args.feature_dropout,
+        "likelihood": args.likelihood,
+    }
     fields = dict(
         **{name: value for name, value in optional.items() if value is not None},
+        family=args.family,
         batch_size=args.batch_size,
         latent_dim=args.latent_dim,
-        beta=args.beta,
-        kl_warmup_epochs=args.kl_warmup_epochs,
         learning_rate=args.learning_rate,
-        feature_dropout=args.feature_dropout,
         seed=args.seed,
         device=args.device,
         thresholds={**DEFAULT_TARGETS, **dict(args.threshold)},
         active_threshold=args.active_threshold,
-        likelihood=args.likelihood,
     )
     return image_train_config(**fields) if kind == "image" else TrainConfig(**fields)
 
@@ -178,9 +189,15 @@ def train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tabular(detector: Detector) -> TabularKind:
+    assert isinstance(detector.kind, TabularKind)
+    return detector.kind
+
+
 def _load_scoring_input(detector: Detector, args: argparse.Namespace, label_column: str | None = None):
-    table = read_table(args.data, label_column, schema=detector.schema)
-    return detector, table, detector.columns_from_table(table.columns)
+    kind = _tabular(detector)
+    table = read_table(args.data, label_column, schema=kind.schema)
+    return detector, table, kind.columns_from_table(table.columns)
 
 
 def _flat_row(result: dict[str, object]) -> dict[str, object]:
@@ -192,8 +209,8 @@ def _flat_row(result: dict[str, object]) -> dict[str, object]:
 
 
 def score_command(args: argparse.Namespace) -> int:
-    loaded = BaseDetector.load(args.model_dir, args.device)
-    if isinstance(loaded, ImageDetector):
+    loaded = Detector.load(args.model_dir, args.device)
+    if loaded.kind.name == "image":
         return score_images_file(args, loaded)
     detector, _, columns = _load_scoring_input(loaded, args)
     results = detector.score_results(columns, explain=args.explain)
@@ -217,8 +234,8 @@ def score_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    loaded = BaseDetector.load(args.model_dir, args.device)
-    if isinstance(loaded, ImageDetector):
+    loaded = Detector.load(args.model_dir, args.device)
+    if loaded.kind.name == "image":
         return evaluate_images(args, loaded)
     label_column = args.label_column
     if label_column is None and args.data.suffix.lower() != ".npz":
@@ -265,10 +282,11 @@ def demo_command(args: argparse.Namespace) -> int:
     train_command(train_args)
     print(f"trained in {time.perf_counter() - started:.1f} s")
     detector = Detector.load(model_dir, "auto")
-    table = read_table(test_path, LABEL, schema=detector.schema)
+    kind = _tabular(detector)
+    table = read_table(test_path, LABEL, schema=kind.schema)
     assert table.labels is not None
     labels = anomaly_labels(table.labels, None)
-    scores = detector.score(detector.columns_from_table(table.columns)).terms.score
+    scores = detector.score(kind.columns_from_table(table.columns)).terms.score
     thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
     metrics = detection_metrics(scores, labels, thresholds)
     report = args.dir / "reports" / "demo"
@@ -317,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         more = f"\n... and {len(exc.issues) - 10} more" if len(exc.issues) > 10 else ""
         print("error: the data does not fit the model's schema:\n" + "\n".join(lines) + more, file=sys.stderr)
         return 2
-    except (ModelError, DataError) as exc:
+    except (ModelError, DataError, OptionsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,6 +1,6 @@
 """Reading training and scoring data (CSV, Parquet, NPZ) into columns, and splitting rows.
 
-Columns are a dict of numpy arrays (see `model.preprocessing`); labels are split off here and never
+Columns are a dict of numpy arrays (see `model.kinds.tabular.preprocessing`); labels are split off here and never
 reach the model.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.schema import Schema
+from model.kinds.tabular.schema import Schema
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from model.base_detector import BaseDetector
-from model.image_detector import ImageDetector
-from model.images import ImageSpec, encode_png, images_from_array
+from model.detector import Detector
+from model.kinds.image.images import ImageSpec, encode_png, images_from_array
+from model.kinds.image.kind import ImageKind
 from training.data import DataError, anomaly_labels, normal_mask
 from training.evaluate import model_metrics, write_report
 from training.image_data import ImageSet, read_images
@@ -37,6 +37,11 @@ def parse_size(text: str) -> tuple[int, int]:
     if not sep or min(size) < 1 or max(size) > 4096:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 28x28, got {text!r}")
     return size
+
+
+def _image_kind(detector: Detector) -> ImageKind:
+    assert isinstance(detector.kind, ImageKind), "an image model"
+    return detector.kind
 
 
 def _normal_images(images: ImageSet, normal_value: str | None) -> np.ndarray:
@@ -60,15 +65,16 @@ def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"image model {manifest.model_id} (version {manifest.version}) written to {args.out}")
-    print(f"images: {width}×{height}, {channels} channel(s); likelihood {config.likelihood}")
+    likelihood = config.kind_options_for("image").model_dump()["likelihood"]
+    print(f"images: {width}×{height}, {channels} channel(s); likelihood {likelihood}")
     print("\n".join(training_report(manifest, summary, "image", 2)))
     return 0
 
 
-def score_images_file(args: argparse.Namespace, detector: ImageDetector) -> int:
+def score_images_file(args: argparse.Namespace, detector: Detector) -> int:
     """Score every image of a data set; JSON lines (with `top_regions`) on stdout or into --out."""
     images = read_images(args.data, getattr(args, "labels", None))
-    results = detector.results(detector.score(detector.inputs_from_array(images.pixels)), args.explain)
+    results = detector.results(detector.score(_image_kind(detector).inputs_from_array(images.pixels)), args.explain)
     lines = b"".join(orjson.dumps(result) + b"\n" for result in results)
     if args.out is None:
         sys.stdout.buffer.write(lines)
@@ -81,13 +87,13 @@ def score_images_file(args: argparse.Namespace, detector: ImageDetector) -> int:
     return 0
 
 
-def evaluate_images(args: argparse.Namespace, detector: ImageDetector) -> int:
+def evaluate_images(args: argparse.Namespace, detector: Detector) -> int:
     """Metrics on a labelled image set; with --report also the image panels."""
     images = read_images(args.data, getattr(args, "labels", None))
     if images.labels is None:
         raise DataError(f"{args.data}: no labels (an IDX labels file, y in the .npz, or sub-folders)")
     labels = anomaly_labels(images.labels, args.normal_value)
-    inputs = detector.inputs_from_array(images.pixels)
+    inputs = _image_kind(detector).inputs_from_array(images.pixels)
     scored = detector.score(inputs)
     metrics, thresholds = model_metrics(detector, scored.terms.score, labels)
     if args.report:
@@ -127,8 +133,7 @@ def demo_image(args: argparse.Namespace, train: Callable[[list[str]], int], serv
     train_args += ["--epochs", str(args.epochs)] if args.epochs else []
     train(train_args)
     print(f"trained in {time.perf_counter() - started:.1f} s")
-    detector = BaseDetector.load(model_dir, "auto")
-    assert isinstance(detector, ImageDetector)
+    detector = Detector.load(model_dir, "auto")
     report = args.dir / "reports" / "digits"
     evaluate_args = argparse.Namespace(data=test_path, normal_value=normal, report=report, labels=None)
     evaluate_images(evaluate_args, detector)

@@ -1,7 +1,7 @@
 """Reading image data sets: MNIST-style IDX files, `.npz` with X (n, H, W) or (n, C, H, W), and
 folders of PNG/JPEG files (sub-folders as labels). Also tells an image data set from a table.
 
-Images come back as they are stored (uint8 or float) with their labels; `model.images` conforms
+Images come back as they are stored (uint8 or float) with their labels; `model.kinds.image.images` conforms
 them to a model's geometry, the same code that conforms images sent to the service.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model.images import image_to_array, resize, to_channels
+from model.kinds.image.images import image_to_array, resize, to_channels
 from training.data import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

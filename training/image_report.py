@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from model.base_detector import ScoreBatch
-from model.image_detector import ImageDetector, score_images
-from model.image_render import heatmap_overlay, image_grid
-from model.image_vae import ImageDecoderOutput
-from model.images import ImageInputs, encode_png, to_channels
+from model.detector import Detector
+from model.kinds.image.backbone import ImageDecoderOutput
+from model.kinds.image.images import ImageInputs, encode_png, to_channels
+from model.kinds.image.kind import ImageKind
+from model.kinds.image.render import heatmap_overlay, image_grid
+from model.scoring import ScoreBatch
 
 EXTREMES = 8
 """Images shown at each end of the score ranking."""
@@ -21,21 +23,27 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return to_channels(image, 3)
 
 
-def extremes_panel(detector: ImageDetector, inputs: ImageInputs, scored: ScoreBatch, count: int = EXTREMES):
+def _image_kind(detector: Detector) -> ImageKind:
+    assert isinstance(detector.kind, ImageKind), "image reports are for image models"
+    return detector.kind
+
+
+def extremes_panel(detector: Detector, inputs: ImageInputs, scored: ScoreBatch, count: int = EXTREMES):
     """Rows of (input, reconstruction, heatmap) triples: the `count` highest scores on the left
     half, the `count` lowest on the right."""
+    kind = _image_kind(detector)
     order = np.argsort(-scored.terms.score, kind="stable")
     chosen = np.concatenate([order[:count], order[::-1][:count]])
     pixels = inputs.pixels[chosen]
-    terms = score_images(detector.vae, pixels, detector.noise[:1], detector.manifest.scoring)
-    assert isinstance(terms.expected, ImageDecoderOutput)
-    means = terms.expected.mean().numpy()
-    excess = np.clip(detector.excess_error(terms), 0.0, None)
+    terms = detector.terms(ImageInputs(pixels, [inputs.shapes[k] for k in chosen]), detector.noise[:1])
+    expected: ImageDecoderOutput = terms.expected
+    means = expected.mean().numpy()
+    excess = np.clip(kind.excess_error(terms), 0.0, None)
     tiles = []
     n = len(chosen) // 2
     for row in range(n):
         for k in (row, n + row):  # most anomalous | least anomalous
-            tiles += [_rgb(pixels[k]), _rgb(means[k]), heatmap_overlay(pixels[k], excess[k], detector.error_scale)]
+            tiles += [_rgb(pixels[k]), _rgb(means[k]), heatmap_overlay(pixels[k], excess[k], kind.error_scale)]
     return image_grid(np.stack(tiles), columns=6, padding=2)
 
 
@@ -64,18 +72,15 @@ def latent_plot(path: Path, latent: np.ndarray, labels: np.ndarray, title: str) 
 
 
 def write_image_report(
-    directory: Path, detector: ImageDetector, inputs: ImageInputs, scored: ScoreBatch, raw_labels: np.ndarray
+    directory: Path, detector: Detector, inputs: ImageInputs, scored: ScoreBatch, raw_labels: np.ndarray
 ) -> list[Path]:
-    """extremes.png, samples.png and latent.png, and their section appended to report.md."""
+    """extremes.png, samples.png (families that can sample) and latent.png, and their section
+    appended to report.md."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     extremes = directory / "extremes.png"
     extremes.write_bytes(encode_png(extremes_panel(detector, inputs, scored)))
-    samples = directory / "samples.png"
-    samples.write_bytes(encode_png(image_grid(detector.sample_images(64, seed=0), columns=8, padding=2)))
-    latent = directory / "latent.png"
-    latent_plot(latent, scored.terms.latent_mean, raw_labels, "latent means (PCA), by label")
-    report = directory / "report.md"
+    written = [extremes]
     section = [
         "",
         "## Images",
@@ -85,13 +90,17 @@ def write_image_report(
         "",
         "![most and least anomalous](extremes.png)",
         "",
-        "Samples from the model (z from the prior, shown as E[x | z]):",
-        "",
-        "![samples](samples.png)",
-        "",
-        "![latent space](latent.png)",
-        "",
     ]
-    with report.open("a") as handle:
+    if detector.family.can_sample:
+        samples = directory / "samples.png"
+        decoded = detector.decode_prior(64, torch.Generator().manual_seed(0))
+        samples.write_bytes(encode_png(image_grid(_image_kind(detector).sample_pixels(decoded), columns=8, padding=2)))
+        written.append(samples)
+        section += ["Samples from the model (z from the prior, shown as E[x | z]):", "", "![samples](samples.png)", ""]
+    latent = directory / "latent.png"
+    latent_plot(latent, scored.terms.latent_mean, raw_labels, "latent means (PCA), by label")
+    written.append(latent)
+    section += ["![latent space](latent.png)", ""]
+    with (directory / "report.md").open("a") as handle:
         handle.write("\n".join(section))
-    return [extremes, samples, latent]
+    return written

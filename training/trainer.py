@@ -1,7 +1,11 @@
-"""The training loop: Adam on mini-batches, KL warm-up, beta, early stopping, then calibration.
+"""The training loop, shared by every data kind and family: Adam on mini-batches, the family's
+loss from its network's `forward`, regulariser warm-up, early stopping, then calibration.
 
-`fit_detector` is the one entry point the CLI and the benchmarks call, so "what `vae-anomaly train`
-does" and "what the benchmark measures" cannot drift apart.
+`fit` is the one generic entry point; each kind's training module (`training.tabular`,
+`training.image_trainer`) prepares its inputs and calls it, and the CLI and the benchmarks call
+those, so "what `vae-anomaly train` does" and "what the benchmark measures" cannot drift apart.
+Nothing here knows a concrete kind or family: they are reached through `model.kinds.KINDS` and
+`model.families.FAMILIES`.
 """
 
 from __future__ import annotations
@@ -10,31 +14,53 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
 from model.artifact import Manifest, library_versions, utc_now
-from model.detector import Detector, resolve_device, score_columns
-from model.image_detector import ImageDetector
-from model.image_vae import ImageVAE, PixelLikelihood
-from model.images import ImageBatch
-from model.likelihoods import gaussian_kl, log_probs
-from model.preprocessing import Columns, EncodedBatch, TabularCodec, check_columns, fit_preprocessing
-from model.schema import Schema, infer_schema
-from model.scoring import ScoringConfig, posterior_noise
+from model.detector import Detector, resolve_device
+from model.families import FAMILIES
+from model.families.base import FamilyConfig, FamilyNetwork, TrainStep
+from model.kinds import KINDS
+from model.kinds.base import DataKind
+from model.scoring import ScoreMethod, ScoringConfig, posterior_noise, score_in_chunks
 from model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
-from model.vae import TabularVAE, VAEConfig
-from training.data import split_rows
+from training.data import Split
 
 logger = logging.getLogger(__name__)
 
 
+def kind_option_names() -> dict[str, set[str]]:
+    """Each registered kind's training options."""
+    return {name: set(kind.options_model.model_fields) for name, kind in KINDS.items()}
+
+
+def family_option_names() -> dict[str, set[str]]:
+    """Each registered family's own training options."""
+    return {name: family.option_names() for name, family in FAMILIES.items()}
+
+
+class OptionsError(ValueError):
+    """Options given that the chosen kind or family does not take; the message names them and
+    the kinds or families that do."""
+
+
+def _owners(option: str, names: dict[str, set[str]]) -> str:
+    return ", ".join(name for name, options in names.items() if option in options)
+
+
 class TrainConfig(BaseModel):
-    """Every knob of a training run; the resolved values go into the manifest."""
+    """Every knob of a training run; the resolved values go into the manifest.
+
+    Three parts: the generic loop knobs (fields here), `kind_options` (validated by the data
+    kind's `options_model`, e.g. the tabular backbone's `hidden_dims`, the image `likelihood`) and
+    `family_options` (validated by the family's config, e.g. `beta`). A flat option such as
+    `TrainConfig(hidden_dims=[16])` is routed to the part whose registered models name it.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -43,57 +69,87 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     latent_dim: int | None = Field(default=None, ge=1)
-    hidden_dims: list[int] | None = None
-    beta: float = Field(default=1.0, ge=0)
-    kl_warmup_epochs: int = Field(default=10, ge=0)
     patience: int = Field(default=50, ge=1)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     calibration_fraction: float = Field(default=0.2, gt=0, lt=0.5)
-    numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
-    numeric_logvar_min: float = Field(default=-4.6, le=0.0)
-    dropout: float = Field(default=0.0, ge=0, lt=1)
-    feature_dropout: float = Field(default=0.0, ge=0, lt=1)
-    score_method: Literal["elbo", "iwae", "reconstruction"] = "elbo"
+    score_method: ScoreMethod | None = Field(default=None, description="default: the family's default score")
     score_samples: int = Field(default=32, ge=1)
-    likelihood: PixelLikelihood = Field(default="gaussian", description="pixel likelihood of image models")
-    pixel_logvar_min: float = Field(default=-3.2, le=0.0, description="floor of image pixels' log-variance")
     thresholds: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_TARGETS))
     active_threshold: str = "warn"
     seed: int = 0
     device: str = "auto"
+    family: str = "vae"
+    kind_options: dict[str, Any] = Field(default_factory=dict)
+    family_options: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _route_flat_options(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        kind_options = dict(data.pop("kind_options", None) or {})
+        family_options = dict(data.pop("family_options", None) or {})
+        kinds, families = kind_option_names(), family_option_names()
+        for key in [k for k in data if k not in cls.model_fields]:
+            if any(key in names for names in kinds.values()):
+                kind_options[key] = data.pop(key)
+            elif any(key in names for names in families.values()):
+                family_options[key] = data.pop(key)
+        return {**data, "kind_options": kind_options, "family_options": family_options}
 
-def network_config(codec: TabularCodec, config: TrainConfig) -> VAEConfig:
-    """Resolve the network's sizes from the data's width when the config leaves them open."""
-    n_features = len(codec.schema.features)
-    latent_dim = config.latent_dim or int(min(16, max(2, math.ceil(n_features / 2))))
-    width = int(min(256, max(64, 2 * codec.input_dim)))
-    hidden = config.hidden_dims or [width, width // 2]
-    return VAEConfig(
-        input_dim=codec.input_dim,
-        latent_dim=latent_dim,
-        hidden_dims=hidden,
-        n_numeric=len(codec.numeric),
-        category_sizes=codec.category_sizes,
-        n_boolean=len(codec.boolean),
-        numeric_variance=config.numeric_variance,
-        numeric_logvar_min=config.numeric_logvar_min,
-        dropout=config.dropout,
-    )
+    @model_validator(mode="after")
+    def _known_family(self) -> TrainConfig:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
+        wrong = sorted(set(self.family_options) - FAMILIES[self.family].option_names())
+        if wrong:
+            families = family_option_names()
+            raise OptionsError(
+                "; ".join(
+                    f"{option!r} is not an option of family {self.family!r}"
+                    + (f" (it is of {_owners(option, families)})" if _owners(option, families) else "")
+                    for option in wrong
+                )
+            )
+        return self
+
+    def kind_options_for(self, kind: str) -> BaseModel:
+        """`kind_options` validated by the kind's options model; `OptionsError` names options of
+        other kinds."""
+        model = KINDS[kind].options_model
+        wrong = sorted(set(self.kind_options) - set(model.model_fields))
+        if wrong:
+            kinds = kind_option_names()
+            raise OptionsError(
+                "; ".join(
+                    f"{option!r} is an option of {_owners(option, kinds)} models, not {kind} ones" for option in wrong
+                )
+            )
+        return model.model_validate(self.kind_options)
+
+    def family_config(self, latent_dim: int) -> FamilyConfig:
+        """The family's config: its options plus the latent size."""
+        try:
+            return FAMILIES[self.family].config_model.model_validate({**self.family_options, "latent_dim": latent_dim})
+        except ValidationError as exc:
+            raise OptionsError(f"family {self.family!r}: {exc}") from exc
 
 
 VARIANCE_LR_FACTOR = 10.0
-"""The per-feature decoder log-variances learn this much faster than the weights. Adam moves a
+"""Decoder log-variance parameters (any parameter whose name ends in "logvar", e.g. the tabular
+`numeric_logvar`, the image `pixel_logvar`) learn this much faster than the weights. Adam moves a
 parameter by at most ~lr per step, and a log-variance may need to travel 5 units (a residual spread
 of 0.08 standard deviations): at lr 1e-3 that alone would take thousands of steps."""
 
 
-VARIANCE_PARAMETERS = ("numeric_logvar", "pixel_logvar")
+def is_variance_parameter(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].endswith("logvar")
 
 
-def make_optimizer(vae: TabularVAE | ImageVAE, config: TrainConfig) -> torch.optim.Optimizer:
-    variance = [p for name, p in vae.named_parameters() if name in VARIANCE_PARAMETERS]
-    others = [p for name, p in vae.named_parameters() if name not in VARIANCE_PARAMETERS]
+def make_optimizer(network: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    variance = [p for name, p in network.named_parameters() if is_variance_parameter(name)]
+    others = [p for name, p in network.named_parameters() if not is_variance_parameter(name)]
     groups: list[dict[str, Any]] = [{"params": others}]
     if variance:
         groups.append({"params": variance, "lr": config.learning_rate * VARIANCE_LR_FACTOR, "weight_decay": 0.0})
@@ -108,87 +164,59 @@ def auto_batch_size(n_train: int) -> int:
 
 @dataclass
 class TrainResult:
-    detector: Detector | ImageDetector
+    detector: Detector
     summary: dict[str, Any]
 
 
-Network = TabularVAE | ImageVAE
-Batch = EncodedBatch | ImageBatch
-
-
-def _elbo_parts(vae: Network, codec: TabularCodec | None, batch: Batch, eps: torch.Tensor):
-    """(E log p(x|z), KL) per row for the given noise eps (S, B or 1, L)."""
-    mu, logvar = vae.encode(batch.x_in)
-    z = vae.reparameterize(mu, logvar, eps)
-    log_px = log_probs(codec, vae.decode(z), batch).sum(-1).mean(0)
-    return log_px, gaussian_kl(mu, logvar)
-
-
-def _mean_elbo(vae: Network, codec: TabularCodec | None, batch: Batch, eps: torch.Tensor, size: int) -> float:
-    vae.eval()
+def _mean_elbo(network: FamilyNetwork, batch: Any, noise: torch.Tensor, size: int) -> float:
+    """The family's validation objective (the ELBO for VAEs) averaged over the batch, nats per row."""
+    network.eval()
     total = 0.0
     with torch.inference_mode():
         for start in range(0, len(batch), size):
-            log_px, kl = _elbo_parts(vae, codec, batch.slice(start, start + size), eps)
-            total += float((log_px - kl).sum())
+            total += float(network.objective(batch.slice(start, start + size), noise).sum())
     return total / max(len(batch), 1)
 
 
-def _hide_features(batch: EncodedBatch, owners: torch.Tensor, rate: float, generator: torch.Generator) -> EncodedBatch:
-    """Denoising training: hide a random share of features from the encoder (values and indicators),
-    while the likelihood still counts them, so the model learns to impute what it cannot see."""
-    n_features = int(owners.max()) + 1
-    keep = (torch.rand((len(batch), n_features), generator=generator) >= rate).to(batch.x_in.device)
-    hidden = EncodedBatch(**batch.__dict__)
-    hidden.x_in = batch.x_in * keep[:, owners].float()
-    return hidden
-
-
 def _train_epochs(
-    vae: Network,
-    codec: TabularCodec | None,
-    train: Batch,
-    validation: Batch,
+    network: FamilyNetwork,
+    train: Any,
+    validation: Any,
     validation_noise: torch.Tensor,
-    owners: torch.Tensor | None,
     batch_size: int,
+    warmup_epochs: int,
     config: TrainConfig,
     epochs: tqdm,
     eval_chunk: int = 4096,
 ) -> tuple[list[dict[str, float]], int, float]:
-    """Train until early stopping; leaves `vae` holding the weights of the best validation epoch.
+    """Train until early stopping; leaves `network` holding the weights of the best validation epoch.
 
-    Returns the per-epoch history, the best epoch and its validation ELBO (nats per row).
+    Returns the per-epoch history, the best epoch and its validation objective (nats per row).
     """
     device = train.x_in.device
-    latent_dim = vae.config.latent_dim
-    optimizer = make_optimizer(vae, config)
+    optimizer = make_optimizer(network, config)
     generator = torch.Generator().manual_seed(config.seed)
-    warmup_steps = config.kl_warmup_epochs * math.ceil(len(train) / batch_size)
+    warmup_steps = warmup_epochs * math.ceil(len(train) / batch_size)
     best_elbo, best_epoch, best_state = -math.inf, 0, None
     history: list[dict[str, float]] = []
     step = 0
     for epoch in epochs:
-        vae.train()
+        network.train()
         order = torch.randperm(len(train), generator=generator).to(device)
         recon_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         kl_sum = torch.zeros((), device=device)
         for start in range(0, len(train), batch_size):
-            index = order[start : start + batch_size]
-            batch = train.select(index)
-            if config.feature_dropout > 0 and isinstance(batch, EncodedBatch) and owners is not None:
-                batch = _hide_features(batch, owners, config.feature_dropout, generator)
-            eps = torch.randn((1, len(index), latent_dim), generator=generator).to(device)
-            log_px, kl = _elbo_parts(vae, codec, batch, eps)
-            weight = config.beta * (min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0)
-            loss = -(log_px - weight * kl).mean()
+            batch = train.select(order[start : start + batch_size])
+            warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+            terms = network(batch, TrainStep(generator, warmup))
+            loss = terms.loss.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            recon_sum += -log_px.detach().sum()
-            kl_sum += kl.detach().sum()
-        val_elbo = _mean_elbo(vae, codec, validation, validation_noise, eval_chunk)
+            recon_sum += terms.reconstruction.detach().sum()
+            kl_sum += terms.regulariser.detach().sum()
+        val_elbo = _mean_elbo(network, validation, validation_noise, eval_chunk)
         record = {
             "epoch": epoch,
             "train_recon": float(recon_sum) / len(train),
@@ -199,15 +227,15 @@ def _train_epochs(
         epochs.set_postfix(
             recon=f"{record['train_recon']:.3f}", kl=f"{record['train_kl']:.3f}", val_elbo=f"{val_elbo:.3f}"
         )
-        # Early stopping only counts once the KL weight has reached its final value.
-        if val_elbo > best_elbo or epoch <= config.kl_warmup_epochs:
+        # Early stopping only counts once the regulariser's weight has reached its final value.
+        if val_elbo > best_elbo or epoch <= warmup_epochs:
             best_elbo, best_epoch = val_elbo, epoch
-            best_state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
         elif epoch - best_epoch >= config.patience:
             break
     epochs.close()
     assert best_state is not None
-    vae.load_state_dict(best_state)
+    network.load_state_dict(best_state)
     return history, best_epoch, best_elbo
 
 
@@ -250,32 +278,31 @@ class TrainingRun:
 
 
 def train_network(
-    vae: Network,
-    codec: TabularCodec | None,
-    train: Batch,
-    validation: Batch,
-    owners: torch.Tensor | None,
+    network: FamilyNetwork,
+    train: Any,
+    validation: Any,
     config: TrainConfig,
+    warmup_epochs: int,
     progress: bool,
     eval_chunk: int = 4096,
 ) -> TrainingRun:
     """The training loop with its set-up (batch size, validation noise, progress bar), shared by
-    tabular and image models; leaves `vae` in eval mode holding the best epoch's weights."""
-    validation_noise = posterior_noise(8, vae.config.latent_dim, config.seed + 1).to(train.x_in.device)
+    every kind and family; leaves `network` in eval mode holding the best epoch's weights."""
+    validation_noise = posterior_noise(8, network.latent_dim, config.seed + 1).to(train.x_in.device)
     batch_size = config.batch_size or auto_batch_size(len(train))
     progress_bar = tqdm(
         range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False
     )
     history, best_epoch, best_elbo = _train_epochs(
-        vae, codec, train, validation, validation_noise, owners, batch_size, config, progress_bar, eval_chunk
+        network, train, validation, validation_noise, batch_size, warmup_epochs, config, progress_bar, eval_chunk
     )
-    vae.eval()
-    train_elbo = _mean_elbo(vae, codec, train, validation_noise, eval_chunk)
+    network.eval()
+    train_elbo = _mean_elbo(network, train, validation_noise, eval_chunk)
     return TrainingRun(history, best_epoch, best_elbo, train_elbo, batch_size)
 
 
 def training_summary(
-    split: Any, run: TrainingRun, device: torch.device, config: TrainConfig, started: float
+    split: Split, run: TrainingRun, device: torch.device, config: TrainConfig, started: float
 ) -> dict[str, Any]:
     """What the manifest's `training` field records about a run."""
     return {
@@ -299,53 +326,59 @@ def unsaved_manifest(fields: dict[str, Any]) -> Manifest:
     )
 
 
-def fit_detector(
-    columns: dict[str, np.ndarray],
+def fit(
+    kind: DataKind,
+    split: Split,
+    batches: tuple[Any, Any, Any],
     config: TrainConfig,
-    schema_overrides: Schema | None = None,
-    version: str | None = None,
-    progress: bool = True,
+    version: str | None,
+    progress: bool,
+    started: float,
+    eval_chunk: int = 4096,
+    chunk_size: int | None = None,
 ) -> TrainResult:
-    """Infer the schema, split, train with early stopping, calibrate thresholds; return a Detector.
+    """Train the configured family on a kind's (train, validation, calibration) batches, calibrate
+    the thresholds on the calibration split, and return the detector.
 
-    `columns` holds only normal rows. Deterministic for a given `config.seed` on the CPU.
+    Deterministic for a given `config.seed` on the CPU. `chunk_size` bounds the inputs scored at once
+    (`ScoringConfig.chunk_size`; its default when None).
     """
-    started = time.perf_counter()
     device = resolve_device(config.device)
-    schema = infer_schema(columns, schema_overrides)
-    checked = check_columns(schema, columns)
-    n = len(next(iter(checked.values())))
-    split = split_rows(n, config.validation_fraction, config.calibration_fraction, config.seed)
-
-    def rows(index: np.ndarray) -> Columns:
-        return {name: values[index] for name, values in checked.items()}
-
-    preprocessing = fit_preprocessing(schema, rows(split.train))
-    codec = TabularCodec(schema, preprocessing)
-    net_config = network_config(codec, config)
+    family = FAMILIES[config.family]
+    family_config = config.family_config(config.latent_dim or kind.default_latent_dim())
+    method = config.score_method or family.default_score
+    if method not in family.score_methods:
+        raise OptionsError(
+            f"score method {method!r} is not offered by family {family.name!r} ({', '.join(family.score_methods)})"
+        )
     torch.manual_seed(config.seed)
-    vae = TabularVAE(net_config).to(device)
-    train = codec.encode(rows(split.train)).to(device)
-    validation = codec.encode(rows(split.validation)).to(device)
-    owners = torch.from_numpy(codec.input_feature_index()).to(device)
-    run = train_network(vae, codec, train, validation, owners, config, progress)
+    network = family.build(kind, family_config).to(device)
+    train, validation, calibration = (batch.to(device) for batch in batches)
+    run = train_network(network, train, validation, config, family_config.warmup_epochs(), progress, eval_chunk)
 
-    scoring = ScoringConfig(method=config.score_method, n_samples=config.score_samples, seed=config.seed)
-    noise = posterior_noise(scoring.n_samples, net_config.latent_dim, scoring.seed).to(device)
-    calibration = score_columns(vae, codec, rows(split.calibration), noise, scoring).score
-    fields = calibrated_fields(calibration, config, version, len(split.calibration))
+    scoring = ScoringConfig(method=method, n_samples=config.score_samples, seed=config.seed)
+    if chunk_size is not None:
+        scoring = scoring.model_copy(update={"chunk_size": chunk_size})
+    noise = posterior_noise(scoring.n_samples, family_config.latent_dim, scoring.seed).to(device)
+    terms = score_in_chunks(network, calibration, noise, scoring)
+    fields = calibrated_fields(terms.score, config, version, len(split.calibration))
     summary = training_summary(split, run, device, config, started)
     fields.update(
         {
-            "schema": schema,
-            "preprocessing": preprocessing,
-            "network": net_config,
+            "kind": kind.name,
+            "family": family.name,
+            "kind_config": kind.calibrated_config(terms),
+            "family_config": family_config,
             "scoring": scoring,
             "training": summary,
         }
     )
     manifest = unsaved_manifest(fields)
-    return TrainResult(detector=Detector(manifest, vae, device), summary=summary)
+    # The network keeps the adapter it was trained with (likelihoods do not depend on calibration);
+    # the detector renders with the calibrated one.
+    return TrainResult(
+        detector=Detector(manifest, KINDS[kind.name](manifest.kind_config), network, device), summary=summary
+    )
 
 
 def training_report(manifest: Manifest, summary: dict[str, Any], unit: str, digits: int) -> list[str]:

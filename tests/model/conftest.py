@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from model.detector import Detector
-from model.preprocessing import NumericStats, Preprocessing, TabularCodec
-from model.schema import FeatureSpec, Schema
+from model.kinds.tabular.preprocessing import NumericStats, Preprocessing, TabularCodec
+from model.kinds.tabular.schema import FeatureSpec, Schema
 from tests.conftest import one_thread
-from training.trainer import TrainConfig, fit_detector
+from training.tabular import fit_detector
+from training.trainer import TrainConfig
 
 MIXED_THRESHOLDS = {"warn": 0.05, "critical": 0.02}
 

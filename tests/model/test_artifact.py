@@ -19,14 +19,14 @@ from model.detector import Detector, resolve_device
 
 @pytest.fixture(scope="module")
 def fixed_columns(mixed_detector: Detector, mixed_records: list[dict]):
-    return mixed_detector.columns_from_records(mixed_records[:100])
+    return mixed_detector.kind.columns_from_records(mixed_records[:100])
 
 
 @pytest.fixture
 def saved(mixed_detector: Detector, tmp_path: Path) -> Path:
     """A fresh copy of the session detector saved under tmp_path/model."""
     directory = tmp_path / "model"
-    copy = Detector(mixed_detector.manifest, mixed_detector.vae, torch.device("cpu"))
+    copy = Detector(mixed_detector.manifest, mixed_detector.kind, mixed_detector.network, torch.device("cpu"))
     copy.save(directory)
     return directory
 
@@ -48,7 +48,7 @@ def test_save_writes_both_files_and_a_content_id(saved: Path):
     assert len(manifest.weights_sha256) == 64
     assert set(manifest.library_versions) == {"vae_anomaly", "torch", "numpy", "python"}
     raw = json.loads((saved / MANIFEST).read_text())
-    assert raw["format_version"] == 1 and "schema" in raw and "feature_schema" not in raw
+    assert raw["format_version"] == 2 and "schema" in raw["kind_config"] and "feature_schema" not in raw["kind_config"]
 
 
 def test_saved_artifact_gets_umask_permissions(saved: Path):
@@ -68,9 +68,9 @@ def test_save_then_load_scores_identically(mixed_detector: Detector, saved: Path
     np.testing.assert_allclose(after.terms.contributions, before.terms.contributions, rtol=1e-6, atol=1e-9)
     np.testing.assert_array_equal(after.p_value, before.p_value)
     np.testing.assert_array_equal(after.exceeded, before.exceeded)
-    assert loaded.schema == mixed_detector.schema
-    assert loaded.manifest.preprocessing == mixed_detector.manifest.preprocessing
-    assert loaded.manifest.network == mixed_detector.manifest.network
+    assert loaded.kind.schema == mixed_detector.kind.schema
+    assert loaded.manifest.kind_config == mixed_detector.manifest.kind_config  # preprocessing, network
+    assert loaded.manifest.family_config == mixed_detector.manifest.family_config
     assert loaded.manifest.scoring == mixed_detector.manifest.scoring
     assert loaded.thresholds.thresholds == mixed_detector.thresholds.thresholds
     assert loaded.thresholds.active == mixed_detector.thresholds.active
@@ -98,9 +98,9 @@ def test_changed_thresholds_are_saved(saved: Path):
 def test_sample_variance_network_round_trips(train_tiny, make_mixed, tmp_path: Path):
     """numeric_variance="sample" has no shared log-variance parameter: the state dict differs."""
     detector = train_tiny(make_mixed(200, seed=5), epochs=3, numeric_variance="sample").detector
-    assert "numeric_logvar" not in detector.vae.state_dict()
+    assert "numeric_logvar" not in detector.network.state_dict()
     detector.save(tmp_path / "m")
-    columns = detector.columns_from_table(make_mixed(20, seed=6))
+    columns = detector.kind.columns_from_table(make_mixed(20, seed=6))
     np.testing.assert_allclose(
         Detector.load(tmp_path / "m", "cpu").terms(columns).score, detector.terms(columns).score, rtol=1e-6
     )
@@ -137,7 +137,7 @@ def test_manifest_that_is_not_an_object(saved: Path):
     assert _load_error(saved) == f"{saved / MANIFEST}: expected a JSON object"
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [1, 3, 0, "2", None])
 def test_unknown_format_version(saved: Path, version: object):
     _edit_manifest(saved, format_version=version)
     message = _load_error(saved)
@@ -145,9 +145,29 @@ def test_unknown_format_version(saved: Path, version: object):
     assert "retrain the model or upgrade vae-anomaly" in message
 
 
+def test_version_1_artifacts_are_refused_with_a_retrain_message(saved: Path):
+    """Version 1 (before the kind/family layout) had top-level schema and network fields."""
+    raw = json.loads((saved / MANIFEST).read_text())
+    old = {k: v for k, v in raw.items() if k not in ("kind_config", "family_config", "family")}
+    old.update(format_version=1, **raw["kind_config"])
+    (saved / MANIFEST).write_text(json.dumps(old))
+    message = _load_error(saved)
+    assert "format_version 1 is not supported" in message
+    assert "retrain it with `vae-anomaly train`" in message
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"), [("kind", "sound", "kind 'sound'"), ("family", "gan", "family 'gan'")]
+)
+def test_unregistered_kind_or_family_is_refused(saved: Path, field: str, value: str, expected: str):
+    _edit_manifest(saved, **{field: value})
+    message = _load_error(saved)
+    assert message.startswith(f"{saved / MANIFEST}: invalid manifest") and expected in message
+
+
 def test_manifest_with_a_missing_field(saved: Path):
     raw = json.loads((saved / MANIFEST).read_text())
-    del raw["network"]
+    del raw["kind_config"]["network"]
     (saved / MANIFEST).write_text(json.dumps(raw))
     message = _load_error(saved)
     assert message.startswith(f"{saved / MANIFEST}: invalid manifest")
@@ -200,7 +220,7 @@ def test_weights_of_another_network(saved: Path, train_tiny, make_mixed, tmp_pat
 
 def test_load_artifact_returns_cpu_tensors(saved: Path):
     manifest, tensors = load_artifact(saved)
-    assert manifest.network.hidden_dims == [16, 8]
+    assert manifest.kind_config.network.hidden_dims == [16, 8]
     assert all(t.device.type == "cpu" for t in tensors.values())
     assert "encoder.0.weight" in tensors
 
@@ -218,7 +238,9 @@ def test_failed_first_save_leaves_nothing(mixed_detector: Detector, tmp_path: Pa
 
     monkeypatch.setattr(artifact, "save_file", broken_save_file)
     with pytest.raises(OSError, match="disk full"):
-        Detector(mixed_detector.manifest, mixed_detector.vae, torch.device("cpu")).save(tmp_path / "model")
+        Detector(mixed_detector.manifest, mixed_detector.kind, mixed_detector.network, torch.device("cpu")).save(
+            tmp_path / "model"
+        )
     assert list(tmp_path.iterdir()) == []
 
 

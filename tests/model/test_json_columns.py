@@ -1,4 +1,4 @@
-"""model.json_columns: the per-column path gives exactly what `records_to_columns` gives, columns or
+"""model.kinds.tabular.json_columns: the per-column path gives exactly what `records_to_columns` gives, columns or
 issues, for valid and invalid input alike; the columnar table adds its own structural checks."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from model.errors import InputError
-from model.json_columns import json_records_to_columns, json_table_to_columns
-from model.preprocessing import Columns, records_to_columns
-from model.schema import Schema
+from model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
+from model.kinds.tabular.preprocessing import Columns, records_to_columns
+from model.kinds.tabular.schema import Schema
 
 GOOD = {"color": "green", "amount": 120.5, "flag": True, "count": 4}
 ODD_VALUES = [None, "", "abc", 3, -0.0, 2.5, 1e308, -1e308, 1e307, 2**70, 10**400, True, False, [], {}, float("nan")]
@@ -21,7 +21,7 @@ ODD_VALUES = [None, "", "abc", 3, -0.0, 2.5, 1e308, -1e308, 1e307, 2**70, 10**40
 def _per_column_always(monkeypatch: pytest.MonkeyPatch) -> None:
     """Compare the per-column path itself, even for the few records these tests send (below
     `PER_COLUMN_FROM` the function takes the per-cell path on purpose)."""
-    monkeypatch.setattr("model.json_columns.PER_COLUMN_FROM", 0)
+    monkeypatch.setattr("model.kinds.tabular.json_columns.PER_COLUMN_FROM", 0)
 
 
 def required(schema: Schema, *names: str) -> Schema:

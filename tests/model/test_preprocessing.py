@@ -1,4 +1,4 @@
-"""model.preprocessing: standardisation, strict record checks, file-column checks, encoding and the
+"""model.kinds.tabular.preprocessing: standardisation, strict record checks, file-column checks, encoding and the
 round trip back to records."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from model.errors import InputError, InputIssue
-from model.preprocessing import (
+from model.kinds.tabular.preprocessing import (
     MAX_ISSUES,
     TabularCodec,
     check_columns,
     fit_preprocessing,
     records_to_columns,
 )
-from model.schema import FeatureSpec, Schema
+from model.kinds.tabular.schema import FeatureSpec, Schema
 
 GOOD = {"color": "green", "amount": 120.5, "flag": True, "count": 4}
 

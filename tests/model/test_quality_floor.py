@@ -41,7 +41,7 @@ def correlated_detector(weights: np.ndarray, train_tiny) -> Detector:
 
 
 def _scores(detector: Detector, rows: np.ndarray) -> np.ndarray:
-    return detector.score(detector.columns_from_table(_columns(rows))).terms.score
+    return detector.score(detector.kind.columns_from_table(_columns(rows))).terms.score
 
 
 def _auroc(normal: np.ndarray, outliers: np.ndarray) -> float:
@@ -74,7 +74,7 @@ def test_auroc_on_shifted_outliers(correlated_detector: Detector, weights: np.nd
 
 def test_held_out_false_positive_rate_near_target(correlated_detector: Detector, weights: np.ndarray):
     scored = correlated_detector.score(
-        correlated_detector.columns_from_table(_columns(_normal_rows(weights, 3000, np.random.default_rng(104))))
+        correlated_detector.kind.columns_from_table(_columns(_normal_rows(weights, 3000, np.random.default_rng(104))))
     )
     n_calibration = len(correlated_detector.manifest.calibration_scores)
     assert n_calibration == 300  # 20% of 1500

@@ -1,4 +1,4 @@
-"""model.schema: type inference from columns, overrides, validation and schema files."""
+"""model.kinds.tabular.schema: type inference from columns, overrides, validation and schema files."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from model.errors import SchemaError
-from model.schema import FeatureSpec, Schema, infer_feature, infer_schema, read_schema
+from model.kinds.tabular.schema import FeatureSpec, Schema, infer_feature, infer_schema, read_schema
 
 
 def test_float_column_is_numeric_not_integer():

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.detector import Detector, score_columns, score_results
-from model.likelihoods import UNSEEN_CATEGORY_LOG_PROB
-from model.scoring import ScoringConfig, posterior_noise, score_batch
+from model.detector import Detector
+from model.kinds.tabular.kind import score_columns, score_results
+from model.kinds.tabular.likelihood import UNSEEN_CATEGORY_LOG_PROB
+from model.scoring import ScoringConfig, posterior_noise
 from tests.conftest import SCORE_RESULT_FIELDS
 
 
 def _terms(detector: Detector, records: list[dict]):
-    return detector.terms(detector.columns_from_records(records))
+    return detector.terms(detector.kind.columns_from_records(records))
 
 
 # -- posterior noise ------------------------------------------------------------------------------
@@ -40,8 +41,8 @@ def test_posterior_noise_shape_antithetic_and_seeded():
 
 def test_score_terms_shapes_and_dtypes(mixed_detector: Detector, mixed_records: list[dict]):
     terms = _terms(mixed_detector, mixed_records[:7])
-    n_features = len(mixed_detector.schema.features)
-    latent = mixed_detector.manifest.network.latent_dim
+    n_features = len(mixed_detector.kind.schema.features)
+    latent = mixed_detector.manifest.family_config.latent_dim
     for name, shape in [
         ("score", (7,)),
         ("elbo", (7,)),
@@ -59,7 +60,7 @@ def test_score_terms_shapes_and_dtypes(mixed_detector: Detector, mixed_records: 
 
 
 def test_no_records_give_empty_results(mixed_detector: Detector):
-    columns = mixed_detector.columns_from_records([])
+    columns = mixed_detector.kind.columns_from_records([])
     terms = mixed_detector.terms(columns)
     assert terms.score.shape == (0,) and terms.contributions.shape == (0, 5)
     assert mixed_detector.score_results(columns) == []
@@ -84,10 +85,10 @@ def test_score_does_not_depend_on_batch_or_position(mixed_detector: Detector, mi
 
 
 def test_chunking_does_not_change_scores(mixed_detector: Detector, mixed_records: list[dict]):
-    columns = mixed_detector.columns_from_records(mixed_records[:50])
+    columns = mixed_detector.kind.columns_from_records(mixed_records[:50])
     d = mixed_detector
-    whole = score_columns(d.vae, d.codec, columns, d.noise, ScoringConfig(chunk_size=2048))
-    chunked = score_columns(d.vae, d.codec, columns, d.noise, ScoringConfig(chunk_size=7))
+    whole = score_columns(d.network, d.kind, columns, d.noise, ScoringConfig(chunk_size=2048))
+    chunked = score_columns(d.network, d.kind, columns, d.noise, ScoringConfig(chunk_size=7))
     np.testing.assert_allclose(chunked.score, whole.score, rtol=1e-5)
     np.testing.assert_allclose(chunked.contributions, whole.contributions, rtol=1e-5, atol=1e-6)
     assert chunked.expected.numeric_mean.shape == (50, 3)
@@ -104,7 +105,7 @@ def test_elbo_score_is_minus_elbo(mixed_detector: Detector, mixed_records: list[
 
 
 def _batch(detector: Detector, records: list[dict]):
-    return detector.codec.encode(detector.columns_from_records(records))
+    return detector.kind.codec.encode(detector.kind.columns_from_records(records))
 
 
 def _moment_matched_noise(n_samples: int, latent_dim: int, seed: int) -> torch.Tensor:
@@ -123,9 +124,9 @@ def test_iwae_score_at_most_elbo_score(mixed_detector: Detector, mixed_records: 
     """
     d = mixed_detector
     batch = _batch(d, mixed_records[:300])
-    noise = _moment_matched_noise(32, d.manifest.network.latent_dim, seed=0)
-    elbo = score_batch(d.vae, d.codec, batch, noise, "elbo")
-    iwae = score_batch(d.vae, d.codec, batch, noise, "iwae")
+    noise = _moment_matched_noise(32, d.manifest.family_config.latent_dim, seed=0)
+    elbo = d.network.score(batch, noise, "elbo")
+    iwae = d.network.score(batch, noise, "iwae")
     assert np.all(iwae.score <= elbo.score + 1e-5)
     assert np.mean(elbo.score - iwae.score) > 1e-5  # strictly tighter on average, not the same number
     # Everything but the score is shared between the methods.
@@ -138,9 +139,9 @@ def test_iwae_is_jensen_tighter_than_its_single_samples(mixed_detector: Detector
     the same draws (-log mean_s w_s <= mean_s -log w_s) and at least their minimum."""
     d = mixed_detector
     batch = _batch(d, mixed_records[:200])
-    noise = posterior_noise(8, d.manifest.network.latent_dim, seed=3)
-    joint = score_batch(d.vae, d.codec, batch, noise, "iwae").score
-    singles = np.stack([score_batch(d.vae, d.codec, batch, noise[s : s + 1], "iwae").score for s in range(8)])
+    noise = posterior_noise(8, d.manifest.family_config.latent_dim, seed=3)
+    joint = d.network.score(batch, noise, "iwae").score
+    singles = np.stack([d.network.score(batch, noise[s : s + 1], "iwae").score for s in range(8)])
     assert np.all(joint <= singles.mean(0) + 1e-5)
     assert np.all(joint >= singles.min(0) - 1e-5)
     assert np.mean(singles.mean(0) - joint) > 1e-5
@@ -151,15 +152,15 @@ def test_one_sample_iwae_is_the_sampled_elbo(mixed_detector: Detector, mixed_rec
     d = mixed_detector
     batch = _batch(d, mixed_records[:20])
     eps = posterior_noise(1, 2, seed=11)
-    got = score_batch(d.vae, d.codec, batch, eps, "iwae")
+    got = d.network.score(batch, eps, "iwae")
     with torch.inference_mode():
-        mu, logvar = d.vae.encode(batch.x_in)
+        mu, logvar = d.network.encode(batch.x_in)
         z = (mu + torch.exp(0.5 * logvar) * eps[0]).double()
         mu, logvar = mu.double(), logvar.double()
         log_q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
         log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
     # log p(x|z) from the ELBO method with the same single draw: its elbo is log p(x|z) - KL(analytic).
-    elbo_terms = score_batch(d.vae, d.codec, batch, eps, "elbo")
+    elbo_terms = d.network.score(batch, eps, "elbo")
     kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1)).numpy()
     log_px = elbo_terms.elbo + kl
     np.testing.assert_allclose(got.score, -(log_px + log_prior.numpy() - log_q.numpy()), rtol=1e-4, atol=1e-4)
@@ -180,7 +181,7 @@ def test_numeric_contribution_is_the_gaussian_nll_at_the_posterior_mean(
     d = mixed_detector
     records = mixed_records[:10]
     terms = _terms(d, records)
-    stats = d.manifest.preprocessing.numeric["b"]
+    stats = d.manifest.kind_config.preprocessing.numeric["b"]
     x = (np.array([r["b"] for r in records]) - stats.center) / stats.scale
     mean = terms.expected.numeric_mean[:, 1].double().numpy()
     logvar = terms.expected.numeric_logvar[:, 1].double().numpy()
@@ -196,19 +197,19 @@ def test_missing_features_are_excluded(mixed_detector: Detector, mixed_records: 
     assert terms.contributions[1, 0] == 0.0 and terms.contributions[1, 4] == 0.0
     assert terms.contributions[0, 0] != 0.0
     assert terms.score[0] != terms.score[1]
-    results = d.score_results(d.columns_from_records([gappy]), explain=5)
+    results = d.score_results(d.kind.columns_from_records([gappy]), explain=5)
     (result,) = results
     assert result["missing"] == ["a", "flag"]
     assert [t["feature"] for t in result["top_features"]] == sorted(
-        ["b", "items", "color"], key=lambda name: -terms.contributions[1, d.schema.names.index(name)]
+        ["b", "items", "color"], key=lambda name: -terms.contributions[1, d.kind.schema.names.index(name)]
     )
     assert math.isfinite(result["score"])
 
 
 def test_top_features_stop_at_missing_ones(mixed_detector: Detector, mixed_records: list[dict]):
     d = mixed_detector
-    record = {name: None for name in d.schema.names} | {"color": mixed_records[0]["color"]}
-    (result,) = d.score_results(d.columns_from_records([record]), explain=3)
+    record = {name: None for name in d.kind.schema.names} | {"color": mixed_records[0]["color"]}
+    (result,) = d.score_results(d.kind.columns_from_records([record]), explain=3)
     assert [t["feature"] for t in result["top_features"]] == ["color"]
     assert result["missing"] == ["a", "b", "items", "flag"]
     assert result["reconstruction_error"] == pytest.approx(result["top_features"][0]["contribution"])
@@ -218,10 +219,10 @@ def test_missing_features_rank_below_negative_contributions(mixed_detector: Dete
     """A numeric log-density can exceed 1, so an observed feature may contribute less than 0: it still
     ranks above every missing feature (whose contribution is a placeholder 0)."""
     d = mixed_detector
-    scored = d.score(d.columns_from_records([{**mixed_records[0], "items": None}]))
+    scored = d.score(d.kind.columns_from_records([{**mixed_records[0], "items": None}]))
     contributions = np.array([[0.5, -2.0, 0.0, 1.0, 0.3]])  # a, b, items (missing), color, flag
     crafted = dataclasses.replace(scored, terms=dataclasses.replace(scored.terms, contributions=contributions))
-    (result,) = score_results(d, crafted, explain=5)
+    (result,) = score_results(d.kind, crafted, explain=5)
     assert [t["feature"] for t in result["top_features"]] == ["color", "a", "flag", "b"]
     assert result["missing"] == ["items"]
 
@@ -229,14 +230,14 @@ def test_missing_features_rank_below_negative_contributions(mixed_detector: Dete
 def test_unseen_category_comes_first(mixed_detector: Detector, mixed_records: list[dict]):
     d = mixed_detector
     record = {**mixed_records[3], "color": "purple"}
-    (result,) = d.score_results(d.columns_from_records([record]), explain=3)
+    (result,) = d.score_results(d.kind.columns_from_records([record]), explain=3)
     first = result["top_features"][0]
     assert first["feature"] == "color"
     assert first["value"] == "purple"
     assert first["contribution"] == pytest.approx(-UNSEEN_CATEGORY_LOG_PROB, rel=1e-6)
     assert first["expected"] in ["blue", "green", "red"]
     assert result["missing"] == []
-    (plain,) = d.score_results(d.columns_from_records([mixed_records[3]]))
+    (plain,) = d.score_results(d.kind.columns_from_records([mixed_records[3]]))
     assert result["score"] > plain["score"] + 10
 
 
@@ -246,7 +247,7 @@ def test_unseen_category_comes_first(mixed_detector: Detector, mixed_records: li
 def test_score_results_fields(mixed_detector: Detector, mixed_records: list[dict]):
     d = mixed_detector
     records = mixed_records[:40]
-    results = d.score_results(d.columns_from_records(records), explain=2)
+    results = d.score_results(d.kind.columns_from_records(records), explain=2)
     terms = _terms(d, records)
     assert len(results) == 40
     calibration_size = len(d.manifest.calibration_scores)
@@ -271,7 +272,7 @@ def test_score_results_fields(mixed_detector: Detector, mixed_records: list[dict
 
 def test_explain_zero_gives_no_top_features(mixed_detector: Detector, mixed_records: list[dict]):
     d = mixed_detector
-    results = d.score_results(d.columns_from_records(mixed_records[:3]), explain=0)
+    results = d.score_results(d.kind.columns_from_records(mixed_records[:3]), explain=0)
     assert [r["top_features"] for r in results] == [[], [], []]
 
 
@@ -279,7 +280,7 @@ def test_a_record_breaking_the_correlation_is_flagged(mixed_detector: Detector, 
     d = mixed_detector
     normal = mixed_records[5]
     broken = {**normal, "b": -3.0 * normal["a"]}
-    results = d.score_results(d.columns_from_records([normal, broken]), explain=1)
+    results = d.score_results(d.kind.columns_from_records([normal, broken]), explain=1)
     assert results[1]["is_anomaly"] is True
     assert results[1]["thresholds_exceeded"] == ["warn", "critical"]
     assert results[1]["p_value"] == pytest.approx(1 / (len(d.manifest.calibration_scores) + 1))
@@ -288,8 +289,10 @@ def test_a_record_breaking_the_correlation_is_flagged(mixed_detector: Detector, 
 
 
 def test_scores_follow_a_threshold_change(mixed_detector: Detector, mixed_records: list[dict]):
-    d = Detector(mixed_detector.manifest, mixed_detector.vae, torch.device("cpu"))  # own thresholds
-    columns = d.columns_from_records(mixed_records[:30])
+    d = Detector(
+        mixed_detector.manifest, mixed_detector.kind, mixed_detector.network, torch.device("cpu")
+    )  # own thresholds
+    columns = d.kind.columns_from_records(mixed_records[:30])
     assert not d.score(columns).exceeded[:, 0].all()
     d.thresholds = d.thresholds.with_value("warn", -1e9)
     scored = d.score(columns)
@@ -306,12 +309,12 @@ def test_scores_follow_a_threshold_change(mixed_detector: Detector, mixed_record
 def test_reconstruct_imputes_missing_values(mixed_detector: Detector, mixed_records: list[dict]):
     d = mixed_detector
     record = {**mixed_records[0], "b": None, "color": None}
-    (result,) = d.reconstruct(d.columns_from_records([record]))
+    (result,) = d.reconstruct(d.kind.columns_from_records([record]))
     assert result["imputed"] == ["b", "color"]
     assert result["feature_errors"]["b"] is None and result["feature_errors"]["color"] is None
     assert result["feature_errors"]["a"] > -10
     reconstruction = result["reconstruction"]
-    assert list(reconstruction) == d.schema.names
+    assert list(reconstruction) == d.kind.schema.names
     # b = 3a + noise in training: the imputed b follows the observed a.
     assert reconstruction["b"] == pytest.approx(3 * record["a"], abs=3.0)
     assert reconstruction["color"] in ["blue", "green", "red"]
@@ -325,7 +328,7 @@ def test_sample_is_seeded_and_schema_shaped(mixed_detector: Detector):
     assert d.sample(20, seed=1) == first
     assert d.sample(20, seed=2) != first
     for record in first:
-        assert list(record) == d.schema.names
+        assert list(record) == d.kind.schema.names
         assert record["color"] in ["blue", "green", "red"]
         assert isinstance(record["flag"], bool) and isinstance(record["items"], int)
     b_over_a = np.array([r["b"] for r in d.sample(500, seed=3)]) / np.array([r["a"] for r in d.sample(500, seed=3)])
@@ -334,7 +337,7 @@ def test_sample_is_seeded_and_schema_shaped(mixed_detector: Detector):
 
 def test_encode_gives_latent_means(mixed_detector: Detector, mixed_records: list[dict]):
     d = mixed_detector
-    columns = d.columns_from_records(mixed_records[:9])
+    columns = d.kind.columns_from_records(mixed_records[:9])
     z = d.encode(columns)
-    assert z.shape == (9, d.manifest.network.latent_dim) and z.dtype == np.float64
+    assert z.shape == (9, d.manifest.family_config.latent_dim) and z.dtype == np.float64
     np.testing.assert_array_equal(z, d.terms(columns).latent_mean)

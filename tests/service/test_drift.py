@@ -56,7 +56,7 @@ def recalibrated_model_dir(tiny_model_dir, tmp_path_factory):
     rate of p < 0.01 for a given calibration set varies like Beta(k, n+1-k) with k = 0.01(n+1), far
     too widely at n = 160 (sd about 0.6 points around a mean of 0.6%) to test "near 1%"."""
     detector = Detector.load(tiny_model_dir, "cpu")
-    rows = detector.columns_from_table(make_tiny_columns(CALIBRATION_ROWS, seed=101))
+    rows = detector.kind.columns_from_table(make_tiny_columns(CALIBRATION_ROWS, seed=101))
     calibration = sort_calibration(detector.score(rows).terms.score)
     detector.thresholds = ThresholdSet.from_targets(calibration, {"warn": 0.01, "critical": 0.001}, "warn")
     detector.manifest = detector.manifest.model_copy(update={"calibration_scores": calibration.tolist()})

@@ -105,8 +105,8 @@ def test_a_bad_request_in_a_gathered_batch_fails_alone(batched, unbatched):
 def test_a_batch_whose_scoring_fails_is_scored_request_by_request(tiny_model_dir):
     """If the gathered pass fails, each request is retried alone: only the broken one fails."""
     detector = Detector.load(tiny_model_dir, "cpu")
-    good = detector.columns_from_records(records(3))
-    broken = {name: values for name, values in detector.columns_from_records(records(1)).items() if name != "b"}
+    good = detector.kind.columns_from_records(records(3))
+    broken = {name: values for name, values in detector.kind.columns_from_records(records(1)).items() if name != "b"}
 
     async def run() -> list:
         metrics = ServiceMetrics().bind_model(
@@ -137,7 +137,7 @@ def test_the_batcher_stops_with_the_app(settings: Settings, normal_record):
     assert batcher._task.done()
 
     async def late() -> None:
-        await batcher.score(detector, metrics, detector.columns_from_records([normal_record]), 3)
+        await batcher.score(detector, metrics, detector.kind.columns_from_records([normal_record]), 3)
 
     with pytest.raises(ApiError, match="shutting down"):
         asyncio.run(late())
@@ -218,7 +218,7 @@ def test_columnar_body_errors_name_the_field(client, body, status, loc, msg):
 def test_requests_on_different_models_are_never_batched_together(tiny_model_dir):
     """After a reload, requests still holding the old model form their own batch."""
     old, new = Detector.load(tiny_model_dir, "cpu"), Detector.load(tiny_model_dir, "cpu")
-    columns = old.columns_from_records(records(2))
+    columns = old.kind.columns_from_records(records(2))
 
     async def run() -> MicroBatcher:
         metrics = ServiceMetrics().bind_model(old.thresholds.calibration, {"warn": 1.0}, "id", "v", "tabular", "cpu")

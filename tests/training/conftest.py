@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import one_thread
-from training.trainer import TrainConfig, fit_detector
+from training.tabular import fit_detector
+from training.trainer import TrainConfig
 
 LABEL = "label"
 

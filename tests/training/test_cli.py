@@ -43,8 +43,8 @@ def csv_model(labelled_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> t
 def in_process(csv_model: tuple[Path, str], labelled_csv: Path):
     """Scores of the labelled CSV computed without the CLI, in file order."""
     detector = Detector.load(csv_model[0], "cpu")
-    table = read_table(labelled_csv, "label", schema=detector.schema)
-    columns = detector.columns_from_table(table.columns)
+    table = read_table(labelled_csv, "label", schema=detector.kind.schema)
+    columns = detector.kind.columns_from_table(table.columns)
     return detector, table, detector.score_results(columns)
 
 
@@ -59,9 +59,15 @@ def test_train_on_csv(csv_model: tuple[Path, str], labelled_csv: Path):
     assert out.startswith(f"model {manifest.model_id} (version {manifest.version}) written to {directory}\n")
     # Only the 300 normal rows are used; the label column is not a feature.
     assert "rows used: 210 train, 30 validation, 60 calibration" in out
-    assert detector.schema.names == ["a", "b", "items", "color", "flag"]
-    assert [f.type for f in detector.schema.features] == ["numeric", "numeric", "numeric", "categorical", "boolean"]
-    assert detector.schema.features[2].integer
+    assert detector.kind.schema.names == ["a", "b", "items", "color", "flag"]
+    assert [f.type for f in detector.kind.schema.features] == [
+        "numeric",
+        "numeric",
+        "numeric",
+        "categorical",
+        "boolean",
+    ]
+    assert detector.kind.schema.features[2].integer
     assert manifest.training["config"]["epochs"] == 15
     assert f"threshold warn: score > {manifest.thresholds['warn'].value:.4f} at target FPR 0.05 (active)" in out
     assert "threshold critical:" in out and "wall time:" in out
@@ -71,7 +77,7 @@ def test_train_on_npz_uses_y_as_labels(labelled_npz: Path, tmp_path: Path):
     code, out, err = _run(["train", labelled_npz, "--out", tmp_path / "m", *TRAIN, "--model-version", "v7"])
     assert code == 0, err
     detector = Detector.load(tmp_path / "m", "cpu")
-    assert detector.schema.names == ["x0", "x1", "x2", "x3"]
+    assert detector.kind.schema.names == ["x0", "x1", "x2", "x3"]
     assert detector.manifest.version == "v7"
     assert "rows used: 210 train, 30 validation, 60 calibration" in out  # the 300 rows with y == 0
 
@@ -90,10 +96,10 @@ def test_train_with_schema_and_options(labelled_csv: Path, tmp_path: Path):
     code, _, err = _run(argv)
     assert code == 0, err
     manifest = Detector.load(tmp_path / "m", "cpu").manifest
-    features = {f.name: f for f in manifest.feature_schema.features}
+    features = {f.name: f for f in manifest.kind_config.feature_schema.features}
     assert "flag" not in features
     assert features["items"].type == "categorical" and features["b"].required
-    assert manifest.network.latent_dim == 3 and manifest.training["batch_size"] == 64
+    assert manifest.family_config.latent_dim == 3 and manifest.training["batch_size"] == 64
     assert manifest.training["config"]["seed"] == 5
     assert manifest.active_threshold == "critical" and manifest.thresholds["warn"].target_fpr == 0.1
 

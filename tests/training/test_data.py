@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.schema import FeatureSpec, Schema
+from model.kinds.tabular.schema import FeatureSpec, Schema
 from training.data import DataError, Table, anomaly_labels, normal_mask, read_table, split_rows
 
 FRAME = pd.DataFrame(

@@ -13,19 +13,20 @@ import pytest
 import torch
 from PIL import Image
 
-from model.base_detector import BaseDetector
-from model.image_detector import ImageDetector
-from model.image_vae import ImageVAE, image_network_config
-from model.images import ImageInputs
+from model.detector import Detector
+from model.families.vae import VAE, VAEConfig, reparameterize
+from model.kinds.image.backbone import image_network_config
+from model.kinds.image.images import ImageInputs, ImageSpec
+from model.kinds.image.kind import ImageKind
 from tests.conftest import make_bar_images
 from training.cli import main
 from training.data import DataError
 from training.image_data import is_image_source, read_idx, read_images
 
 
-def load(directory: Path) -> ImageDetector:
-    detector = BaseDetector.load(directory, "cpu")
-    assert isinstance(detector, ImageDetector)
+def load(directory: Path) -> Detector:
+    detector = Detector.load(directory, "cpu")
+    assert isinstance(detector.kind, ImageKind)
     return detector
 
 
@@ -50,9 +51,9 @@ def test_tiny_image_model_separates_normal_from_anomalous_images(tiny_image_mode
 def test_manifest_records_kind_geometry_and_baseline(tiny_image_model_dir: Path):
     manifest = json.loads((tiny_image_model_dir / "manifest.json").read_text())
     assert manifest["kind"] == "image"
-    assert manifest["image"] == {"height": 8, "width": 8, "channels": 1, "resize": False}
-    assert len(manifest["pixel_baseline"]["mean"]) == 64
-    assert manifest["network"]["likelihood"] == "gaussian"
+    assert manifest["kind_config"]["image"] == {"height": 8, "width": 8, "channels": 1, "resize": False}
+    assert len(manifest["kind_config"]["pixel_baseline"]["mean"]) == 64
+    assert manifest["kind_config"]["network"]["likelihood"] == "gaussian"
 
 
 def test_scores_do_not_depend_on_batch_composition_or_position(tiny_image_model_dir: Path):
@@ -75,10 +76,11 @@ def test_saved_model_scores_like_the_trained_one(tiny_image_model_dir: Path, tmp
 
 @pytest.mark.parametrize(("channels", "height", "width"), [(1, 30, 20), (3, 64, 64), (1, 5, 9)])
 def test_decoder_output_matches_any_input_size(channels: int, height: int, width: int):
-    vae = ImageVAE(image_network_config(channels, height, width))
+    spec = ImageSpec(height=height, width=width, channels=channels)
+    vae = VAE.build(ImageKind.untrained(spec, image_network_config(channels, height, width)), VAEConfig(latent_dim=16))
     x = torch.rand(2, channels, height, width)
     mu, logvar = vae.encode(x)
-    decoded = vae.decode(vae.reparameterize(mu, logvar, torch.zeros(3, 1, mu.shape[-1])))
+    decoded = vae.decode(reparameterize(mu, logvar, torch.zeros(3, 1, mu.shape[-1])))
     assert decoded.out.shape == (3, 2, channels, height, width)
 
 
@@ -150,4 +152,4 @@ def test_cli_resize_trains_at_the_requested_size(tmp_path: Path, capsys: pytest.
     np.savez(data, X=make_bar_images(120))
     model = tmp_path / "model"
     assert main(["train", str(data), "--out", str(model), "--epochs", "2", "--quiet", "--resize", "6x6"]) == 0
-    assert load(model).spec.model_dump() == {"height": 6, "width": 6, "channels": 1, "resize": True}
+    assert load(model).kind.spec.model_dump() == {"height": 6, "width": 6, "channels": 1, "resize": True}

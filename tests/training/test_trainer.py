@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.detector import score_columns
-from model.preprocessing import TabularCodec, check_columns
+from model.kinds.tabular.kind import TabularOptions, score_columns, tabular_network_config
+from model.kinds.tabular.preprocessing import TabularCodec, check_columns
 from model.scoring import posterior_noise
 from model.thresholds import threshold_for_fpr
 from training.data import DataError, split_rows
-from training.trainer import TrainConfig, _mean_elbo, auto_batch_size, fit_detector, network_config
+from training.tabular import fit_detector
+from training.trainer import TrainConfig, _mean_elbo, auto_batch_size
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,8 @@ def result(normal_columns, fit_tiny):
 def test_same_seed_same_model(normal_columns, fit_tiny, result):
     again = fit_tiny(normal_columns)
     assert again.detector.manifest.calibration_scores == result.detector.manifest.calibration_scores
-    for name, tensor in result.detector.vae.state_dict().items():
-        assert torch.equal(again.detector.vae.state_dict()[name], tensor), name
+    for name, tensor in result.detector.network.state_dict().items():
+        assert torch.equal(again.detector.network.state_dict()[name], tensor), name
     other = fit_tiny(normal_columns, seed=1)
     assert other.detector.manifest.calibration_scores != result.detector.manifest.calibration_scores
 
@@ -38,7 +39,7 @@ def test_calibration_rows_are_held_out(normal_columns, result):
     config = TrainConfig.model_validate(result.summary["config"])
     split = split_rows(300, config.validation_fraction, config.calibration_fraction, config.seed)
     assert not set(split.calibration) & (set(split.train) | set(split.validation))
-    checked = check_columns(detector.schema, normal_columns)
+    checked = check_columns(detector.kind.schema, normal_columns)
     calibration_rows = {name: values[split.calibration] for name, values in checked.items()}
     scores = detector.terms(calibration_rows).score
     np.testing.assert_allclose(sorted(scores), detector.manifest.calibration_scores, rtol=1e-6)
@@ -48,7 +49,7 @@ def test_calibration_rows_are_held_out(normal_columns, result):
 def test_preprocessing_is_fitted_on_training_rows_only(normal_columns, result):
     config = TrainConfig.model_validate(result.summary["config"])
     split = split_rows(300, config.validation_fraction, config.calibration_fraction, config.seed)
-    stats = result.detector.manifest.preprocessing.numeric["b"]
+    stats = result.detector.manifest.kind_config.preprocessing.numeric["b"]
     assert stats.center == pytest.approx(np.mean(normal_columns["b"][split.train]))
     assert stats.center != pytest.approx(np.mean(normal_columns["b"]))
 
@@ -87,17 +88,17 @@ def test_summary_fields(result):
     assert summary["validation_elbo"] < 0  # an ELBO of mixed data with discrete parts
     assert summary["wall_seconds"] > 0
     assert summary["device"] == "cpu"
-    assert summary["config"]["hidden_dims"] == [16, 8] and summary["config"]["epochs"] == 10
+    assert summary["config"]["kind_options"]["hidden_dims"] == [16, 8] and summary["config"]["epochs"] == 10
     assert result.detector.manifest.training == summary
 
 
 def test_manifest_describes_the_network(result):
     manifest = result.detector.manifest
-    assert manifest.network.hidden_dims == [16, 8] and manifest.network.latent_dim == 2
-    assert manifest.network.n_numeric == 3 and manifest.network.category_sizes == [3]
-    assert manifest.network.n_boolean == 1
+    assert manifest.kind_config.network.hidden_dims == [16, 8] and manifest.family_config.latent_dim == 2
+    assert manifest.kind_config.network.n_numeric == 3 and manifest.kind_config.network.category_sizes == [3]
+    assert manifest.kind_config.network.n_boolean == 1
     assert manifest.scoring.method == "elbo" and manifest.scoring.n_samples == 32
-    assert [f.type for f in manifest.feature_schema.features] == [
+    assert [f.type for f in manifest.kind_config.feature_schema.features] == [
         "numeric",
         "numeric",
         "numeric",
@@ -125,12 +126,10 @@ def test_early_stopping_stops_and_restores_the_best_epoch(normal_columns):
     # The weights kept are the best epoch's: they reproduce its validation ELBO.
     detector = out.detector
     split = split_rows(300, config.validation_fraction, config.calibration_fraction, config.seed)
-    checked = check_columns(detector.schema, normal_columns)
-    validation = detector.codec.encode({name: values[split.validation] for name, values in checked.items()})
+    checked = check_columns(detector.kind.schema, normal_columns)
+    validation = detector.kind.codec.encode({name: values[split.validation] for name, values in checked.items()})
     noise = posterior_noise(8, 2, config.seed + 1)
-    assert _mean_elbo(detector.vae, detector.codec, validation, noise, 4096) == pytest.approx(
-        summary["validation_elbo"], rel=1e-6
-    )
+    assert _mean_elbo(detector.network, validation, noise, 4096) == pytest.approx(summary["validation_elbo"], rel=1e-6)
 
 
 def test_no_early_stop_during_kl_warmup(normal_columns):
@@ -162,9 +161,9 @@ def test_options_reach_the_model(normal_columns, fit_tiny):
     )
     manifest = out.detector.manifest
     assert (manifest.scoring.method, manifest.scoring.n_samples) == ("iwae", 8)
-    assert manifest.network.numeric_variance == "sample" and manifest.network.dropout == 0.1
+    assert manifest.kind_config.network.numeric_variance == "sample" and manifest.kind_config.network.dropout == 0.1
     assert manifest.active_threshold == "high" and list(manifest.thresholds) == ["low", "high"]
-    assert not out.detector.vae.training  # returned in eval mode: dropout off when scoring
+    assert not out.detector.network.training  # returned in eval mode: dropout off when scoring
     assert np.isfinite(manifest.calibration_scores).all()
 
 
@@ -197,19 +196,19 @@ def test_explicit_batch_size_is_used(normal_columns, fit_tiny):
 
 
 def test_network_config_defaults(result):
-    codec: TabularCodec = result.detector.codec
-    sizes = network_config(codec, TrainConfig())
-    assert sizes.latent_dim == 3  # ceil(5 features / 2)
+    codec: TabularCodec = result.detector.kind.codec
+    sizes = tabular_network_config(codec, TabularOptions())
+    assert result.detector.kind.default_latent_dim() == 3  # ceil(5 features / 2)
     assert sizes.input_dim == codec.input_dim == 3 + 3 + 1 + 5
     assert sizes.hidden_dims == [64, 32]  # width at least 64
     assert sizes.n_numeric == 3 and sizes.category_sizes == [3] and sizes.n_boolean == 1
-    assert network_config(codec, TrainConfig(latent_dim=7, hidden_dims=[5])).hidden_dims == [5]
+    assert tabular_network_config(codec, TabularOptions(hidden_dims=[5])).hidden_dims == [5]
 
 
 def test_calibration_scores_use_the_scoring_path(result, normal_columns):
     """Calibration goes through the same `score_columns` the detector uses for new records."""
     detector = result.detector
-    checked = check_columns(detector.schema, normal_columns)
-    direct = score_columns(detector.vae, detector.codec, checked, detector.noise, detector.manifest.scoring).score
+    checked = check_columns(detector.kind.schema, normal_columns)
+    direct = score_columns(detector.network, detector.kind, checked, detector.noise, detector.manifest.scoring).score
     np.testing.assert_allclose(direct, detector.terms(checked).score, rtol=1e-12)
     assert np.isin(np.round(detector.manifest.calibration_scores, 6), np.round(direct, 6)).all()

@@ -1,6 +1,6 @@
 """Parsed JSON (records, or a columnar table) → checked columns, one numpy operation per column.
 
-`model.preprocessing.records_to_columns` checks every cell in Python: exact, but about 1 µs per cell,
+`model.kinds.tabular.preprocessing.records_to_columns` checks every cell in Python: exact, but about 1 µs per cell,
 which dominates a 4096-record request. Here each column is checked at once: the set of Python types
 in it, a count of nulls, one `np.array` conversion and one finiteness test. The fast path only
 *accepts*: when a column holds anything it does not take as-is (a wrong type, a null in a required
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from model.errors import InputError, InputIssue
-from model.preprocessing import MAX_ISSUES, Columns, records_to_columns
-from model.schema import FeatureSpec, Schema
+from model.kinds.tabular.preprocessing import MAX_ISSUES, Columns, records_to_columns
+from model.kinds.tabular.schema import FeatureSpec, Schema
 
 NoneType = type(None)
 NUMBER_TYPES = frozenset({int, float, NoneType})  # exact types: bool is not int here

@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from model.errors import InputError, InputIssue
-from model.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
+from model.kinds.tabular.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
 
 Columns = dict[str, np.ndarray]
 

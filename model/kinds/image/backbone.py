@@ -1,10 +1,11 @@
-"""The image VAE as a pure `nn.Module`: a convolutional encoder/decoder with the tabular VAE's API.
+"""The image backbone as pure `nn.Module`s: a convolutional encoder body x → h and a decoder
+z → the parameters of p(x|z) for every pixel. The family owns what sits between h and z.
 
 The architecture scales with the image: one stride-2 stage per halving down to about 7 pixels
 (`networks.conv_downsamplings`), channel widths doubling from `base_width` up to 4×. The decoder
 mirrors the encoder and crops its output to the input's size, so odd sizes work too.
 
-Pixel likelihoods (`ImageVAEConfig.likelihood`, see `model.likelihoods.pixel_log_probs`):
+Pixel likelihoods (`ImageNetworkConfig.likelihood`, see `model.kinds.image.likelihood`):
 - "gaussian": N(x; sigmoid(out), sigma_p²) with one learned log-variance per pixel and channel,
   floored at `pixel_logvar_min` (default -3.2: sigma >= 0.2 on the [0, 1] scale). A pixel that never
   varies in normal images (MNIST's background) gets a small sigma, so ink where there should be none
@@ -27,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from model.networks import conv_decoder, conv_downsamplings, conv_encoder
-from model.vae import LATENT_LOGVAR_RANGE
 
 PixelLikelihood = Literal["gaussian", "bernoulli", "continuous_bernoulli"]
 
@@ -35,15 +35,15 @@ PIXEL_LOGVAR_MAX = 0.0
 """Largest per-pixel log-variance (sigma <= 1 on a [0, 1] scale)."""
 
 
-class ImageVAEConfig(BaseModel):
-    """Everything needed to rebuild the network; stored in the manifest."""
+class ImageNetworkConfig(BaseModel):
+    """Everything needed to rebuild the backbone; stored in the manifest (the latent size is the
+    family's)."""
 
     model_config = ConfigDict(extra="forbid")
 
     channels: Literal[1, 3]
     height: int = Field(gt=0)
     width: int = Field(gt=0)
-    latent_dim: int = Field(gt=0)
     widths: list[int] = Field(min_length=1)
     likelihood: PixelLikelihood = "gaussian"
     pixel_logvar_min: float = Field(default=-3.2, le=0.0)
@@ -61,26 +61,26 @@ def image_network_config(
     channels: int,
     height: int,
     width: int,
-    latent_dim: int | None = None,
     base_width: int = 32,
     likelihood: PixelLikelihood = "gaussian",
     pixel_logvar_min: float = -3.2,
-) -> ImageVAEConfig:
-    """Sizes from the image: one stage per halving to ~7 px, widths 32, 64, 128, 128, ...; the latent
-    dimension grows slowly with the pixel count (16 for 8×8 and 28×28, 32 for 64×64 RGB)."""
+) -> ImageNetworkConfig:
+    """Sizes from the image: one stage per halving to ~7 px, widths 32, 64, 128, 128, ..."""
     stages = conv_downsamplings(height, width)
     widths = [min(base_width * 2**i, base_width * 4) for i in range(stages)]
-    if latent_dim is None:
-        latent_dim = 16 if channels * height * width <= 32 * 32 else 32
-    return ImageVAEConfig(
+    return ImageNetworkConfig(
         channels=channels,  # type: ignore[arg-type]
         height=height,
         width=width,
-        latent_dim=latent_dim,
         widths=widths,
         likelihood=likelihood,
         pixel_logvar_min=pixel_logvar_min,
     )
+
+
+def default_latent_dim(channels: int, height: int, width: int) -> int:
+    """The latent dimension grows slowly with the pixel count (16 for 8×8 and 28×28, 32 for 64×64 RGB)."""
+    return 16 if channels * height * width <= 32 * 32 else 32
 
 
 @dataclass
@@ -119,40 +119,36 @@ def continuous_bernoulli_mean(logits: torch.Tensor) -> torch.Tensor:
     return torch.where(small, 0.5 + logits / 12, mean)
 
 
-class ImageVAE(nn.Module):
-    """Convolutional encoder and decoder for (B, C, H, W) images in [0, 1]."""
+class ImageEncoder(nn.Sequential):
+    """x (B, C, H, W) in [0, 1] → h (B, widths[-1] * bottleneck pixels): stride-2 convolutions, flattened."""
 
-    def __init__(self, config: ImageVAEConfig):
+    def __init__(self, config: ImageNetworkConfig):
+        super().__init__(conv_encoder(config.channels, config.widths), nn.Flatten())
+
+
+class ImageDecoder(nn.Module):
+    """z (..., B, L) → `ImageDecoderOutput` (..., B, C, H, W): a linear map to the bottleneck, the
+    encoder's mirror in transposed convolutions, cropped to the image's size (odd sizes work), and
+    the per-pixel Gaussian log-variance as parameters."""
+
+    def __init__(self, config: ImageNetworkConfig, latent_dim: int):
         super().__init__()
         self.config = config
+        self.latent_dim = latent_dim
         height, width = config.bottleneck
         top = config.widths[-1]
-        flat = top * height * width
-        self.encoder = nn.Sequential(conv_encoder(config.channels, config.widths), nn.Flatten())
-        self.to_latent = nn.Linear(flat, 2 * config.latent_dim)
         self.from_latent = nn.Sequential(
-            nn.Linear(config.latent_dim, flat), nn.SiLU(), nn.Unflatten(1, (top, height, width))
+            nn.Linear(latent_dim, top * height * width), nn.SiLU(), nn.Unflatten(1, (top, height, width))
         )
-        self.decoder = conv_decoder(list(reversed(config.widths)), config.channels)
+        self.body = conv_decoder(list(reversed(config.widths)), config.channels)
         if config.likelihood == "gaussian":
             self.pixel_logvar = nn.Parameter(torch.full((config.channels, config.height, config.width), -2.0))
 
-    def encode(self, x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, C, H, W) → mu, logvar (B, L), logvar clamped to `LATENT_LOGVAR_RANGE`."""
-        mu, logvar = self.to_latent(self.encoder(x_in)).chunk(2, dim=-1)
-        return mu, logvar.clamp(*LATENT_LOGVAR_RANGE)
-
-    @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps; eps (S, B, L) or (S, 1, L) gives z (S, B, L)."""
-        return mu + torch.exp(0.5 * logvar) * eps
-
-    def decode(self, z: torch.Tensor) -> ImageDecoderOutput:
-        """z (..., B, L) → p(x|z) for every pixel, (..., B, C, H, W)."""
+    def forward(self, z: torch.Tensor) -> ImageDecoderOutput:
         c = self.config
         leading = z.shape[:-1]
-        out = self.decoder(self.from_latent(z.reshape(-1, c.latent_dim)))
-        out = out[..., : c.height, : c.width].reshape(*leading, c.channels, c.height, c.width)
+        out = self.body(self.from_latent(z.reshape(-1, self.latent_dim)))
+        out = out[..., : c.height, : c.width].reshape(*leading, c.channels, c.height, c.width)  # (..., B, C, H, W)
         logvar = None
         if c.likelihood == "gaussian":
             logvar = self.pixel_logvar.clamp(c.pixel_logvar_min, PIXEL_LOGVAR_MAX)

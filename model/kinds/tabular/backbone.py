@@ -1,7 +1,8 @@
-"""The tabular VAE as a pure `nn.Module`: encode → (mu, logvar), reparameterize, decode.
+"""The tabular backbone as pure `nn.Module`s: an MLP encoder body x_in → h and an MLP decoder
+z → the parameters of p(x|z) for every feature (mixed types).
 
-No loss and no I/O live here (see `likelihoods` and `artifact`). Kingma & Welling, "Auto-Encoding
-Variational Bayes" (2014): q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I), z = mu + sigma * eps.
+No loss and no I/O live here (see `likelihood` and `model.artifact`). The family (`model.families`)
+owns what sits between h and z (VAE: Linear(H, 2L) for mu and logvar; AE: Linear(H, L)).
 """
 
 from __future__ import annotations
@@ -13,24 +14,21 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from model.networks import mlp
-
-LATENT_LOGVAR_RANGE = (-12.0, 8.0)
-"""Posterior log-variances are clamped here before `exp`: keeps sigma in [2.5e-3, 55]."""
+from model.networks import mlp, mlp_body
 
 NUMERIC_LOGVAR_MAX = 4.0
 """Largest decoder log-variance of a numeric feature (standardised units): sigma <= 7.4. The lower
-bound is `VAEConfig.numeric_logvar_min`: it keeps a Gaussian from collapsing onto a discrete value
-and giving unbounded likelihoods."""
+bound is `TabularNetworkConfig.numeric_logvar_min`: it keeps a Gaussian from collapsing onto a
+discrete value and giving unbounded likelihoods."""
 
 
-class VAEConfig(BaseModel):
-    """Everything needed to rebuild the network; stored in the manifest."""
+class TabularNetworkConfig(BaseModel):
+    """Everything needed to rebuild the backbone; stored in the manifest (the latent size is the
+    family's, see `model.families.base.FamilyConfig`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     input_dim: int = Field(gt=0)
-    latent_dim: int = Field(gt=0)
     hidden_dims: list[int]
     n_numeric: int = Field(ge=0)
     category_sizes: list[int]
@@ -73,30 +71,27 @@ class DecoderOutput:
         )
 
 
-class TabularVAE(nn.Module):
-    """MLP encoder and decoder over the mixed-type layout of `model.preprocessing.EncodedBatch`."""
+class TabularEncoder(nn.Sequential):
+    """x_in (B, D_in) → h (B, H): Linear → SiLU (→ Dropout) blocks over `hidden_dims`."""
 
-    def __init__(self, config: VAEConfig):
+    def __init__(self, config: TabularNetworkConfig):
+        super().__init__(*mlp_body(config.input_dim, config.hidden_dims, config.dropout))
+
+
+class TabularDecoder(nn.Module):
+    """z (..., B, L) → `DecoderOutput`: the encoder's widths reversed, a linear output layer, and the
+    numeric log-variances (per feature: learned parameters; per sample: decoder outputs)."""
+
+    def __init__(self, config: TabularNetworkConfig, latent_dim: int):
         super().__init__()
         self.config = config
-        self.encoder = mlp(config.input_dim, config.hidden_dims, 2 * config.latent_dim, config.dropout)
-        self.decoder = mlp(config.latent_dim, list(reversed(config.hidden_dims)), config.output_dim, config.dropout)
+        hidden = list(reversed(config.hidden_dims))
+        self.body = mlp(latent_dim, hidden, config.output_dim, config.dropout)
         if config.numeric_variance == "feature":
             self.numeric_logvar = nn.Parameter(torch.zeros(config.n_numeric))
 
-    def encode(self, x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_in (B, D_in) → mu, logvar (B, L), logvar clamped to `LATENT_LOGVAR_RANGE`."""
-        mu, logvar = self.encoder(x_in).chunk(2, dim=-1)
-        return mu, logvar.clamp(*LATENT_LOGVAR_RANGE)
-
-    @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps; eps (S, B, L) or (S, 1, L) gives z (S, B, L)."""
-        return mu + torch.exp(0.5 * logvar) * eps
-
-    def decode(self, z: torch.Tensor) -> DecoderOutput:
-        """z (..., B, L) → the parameters of p(x|z) for every feature."""
-        out = self.decoder(z)
+    def forward(self, z: torch.Tensor) -> DecoderOutput:
+        out = self.body(z)
         c = self.config
         n = c.n_numeric
         numeric_mean = out[..., :n]

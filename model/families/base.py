@@ -1,0 +1,93 @@
+"""The family axis: what is learned (objective, latent structure) and which scores exist.
+
+A family builds its network around any kind's backbone (`model.kinds.base.DataKind`): it owns the
+heads between the kind's encoder features h and its latent code, the training objective and the
+scores. The network is an `nn.Module` whose `forward(batch, step)` returns the per-row training
+loss terms, so the trainer only ever calls `net(batch, step)` (and a data-parallel wrapper, which
+syncs gradients through `forward`, works unchanged). Families are registered by name in
+`model.families.FAMILIES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from model.kinds.base import DataKind
+from model.scoring import ScoreMethod, ScoreTerms
+
+
+class FamilyConfig(BaseModel):
+    """A family's manifest section and training options; subclasses add the family's own options
+    (each one a `vae-anomaly train` flag of that family only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latent_dim: int = Field(gt=0)
+
+    def warmup_epochs(self) -> int:
+        """Epochs over which the regulariser's weight ramps up; early stopping waits for them."""
+        return 0
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """What a training forward pass needs besides the batch: the random generator for its noise
+    (posterior draws, input corruption) and the regulariser's warm-up weight in [0, 1]."""
+
+    generator: torch.Generator
+    warmup: float = 1.0
+
+
+@dataclass
+class LossTerms:
+    """Per-row training terms, (B,): `loss` is minimised (its mean); the others are reported."""
+
+    loss: torch.Tensor
+    reconstruction: torch.Tensor  # -log p(x | z), nats per row
+    regulariser: torch.Tensor  # KL(q(z|x) || p(z)), or the code penalty; 0 where there is none
+
+
+class FamilyNetwork(nn.Module):
+    """The shared surface of every family's network (see the module docstring)."""
+
+    latent_dim: int
+
+    def forward(self, batch: Any, step: TrainStep) -> LossTerms:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def objective(self, batch: Any, noise: torch.Tensor) -> torch.Tensor:
+        """(B,) the family's validation objective, higher is better (ELBO, or -reconstruction NLL),
+        with fixed noise: early stopping and the training summary use it."""
+        raise NotImplementedError
+
+    def score(self, batch: Any, noise: torch.Tensor, method: ScoreMethod) -> ScoreTerms:
+        """Score one batch on the network's device (see `model.scoring`)."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> Any:
+        """z (..., B, L) → the kind's decoder output."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registered family: its config model, how to build its network, what it can do."""
+
+    name: str
+    config_model: type[FamilyConfig]
+    build: Callable[[DataKind, Any], FamilyNetwork]
+    summary: str
+    score_methods: tuple[ScoreMethod, ...]
+    default_score: ScoreMethod
+    can_sample: bool
+    cannot_sample_reason: str = ""
+
+    def option_names(self) -> set[str]:
+        """The family's own options (its config's fields except the generic latent size)."""
+        return set(self.config_model.model_fields) - {"latent_dim"}

@@ -1,0 +1,153 @@
+"""The variational autoencoder families `vae` (ELBO, β = 1) and `beta-vae` (ELBO with a KL weight β).
+
+Kingma & Welling, "Auto-Encoding Variational Bayes" (2014): q(z|x) = N(mu, diag(exp(logvar))) from a
+linear head on the kind's encoder features h, p(z) = N(0, I), z = mu + sigma * eps, and the kind's
+decoder and likelihood for p(x|z). Higgins et al., "β-VAE" (2017): the KL term weighted by β.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
+from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
+from model.kinds.base import Corruption, DataKind
+from model.scoring import ScoreMethod, ScoreTerms
+
+
+class VAEConfig(FamilyConfig):
+    """The plain VAE: β = 1, the KL weight ramped up over `kl_warmup_epochs`."""
+
+    kl_warmup_epochs: int = Field(default=10, ge=0, description="epochs over which the KL weight ramps up to β")
+    feature_dropout: float = Field(
+        default=0.0, ge=0, lt=1, description="denoising: share of input elements hidden from the encoder"
+    )
+
+    def warmup_epochs(self) -> int:
+        return self.kl_warmup_epochs
+
+    def kl_weight(self) -> float:
+        return 1.0
+
+
+class BetaVAEConfig(VAEConfig):
+    """The β-VAE: a KL weight β (> 1 favours a smoother, more factorised code; < 1 sharper fits)."""
+
+    beta: float = Field(default=4.0, ge=0, description="weight of the KL term")
+
+    def kl_weight(self) -> float:
+        return self.beta
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps; eps (S, B, L) or (S, 1, L) gives z (S, B, L)."""
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+class GaussianEncoderNetwork(FamilyNetwork):
+    """The kind's encoder, a linear head h → (mu, logvar), and the kind's decoder: what the VAE and
+    the IWAE share (they differ in the training bound only)."""
+
+    def __init__(self, kind: DataKind, config: VAEConfig):
+        super().__init__()
+        self.kind = kind
+        self.config = config
+        self.latent_dim = config.latent_dim
+        self.encoder = kind.build_encoder()
+        self.head = nn.Linear(kind.feature_dim(), 2 * config.latent_dim)
+        self.decoder = kind.build_decoder(config.latent_dim)
+        self.corruption = Corruption("masking", config.feature_dropout) if config.feature_dropout > 0 else None
+
+    def encode(self, x_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_in → mu, logvar (B, L), logvar clamped to `LATENT_LOGVAR_RANGE`."""
+        mu, logvar = self.head(self.encoder(x_in)).chunk(2, dim=-1)
+        return mu, logvar.clamp(*LATENT_LOGVAR_RANGE)
+
+    def decode(self, z: torch.Tensor) -> Any:
+        return self.decoder(z)
+
+    def log_px(self, decoded: Any, batch: Any) -> torch.Tensor:
+        """log p(x | z) summed over the input's elements, (..., B)."""
+        return self.kind.log_likelihood(decoded, batch).sum(-1)
+
+    def elbo_parts(self, batch: Any, eps: torch.Tensor, encoder_batch: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E log p(x|z), KL) per row for the noise eps (S, B or 1, L); the encoder sees
+        `encoder_batch` (a corrupted view) when given, the likelihood always the clean batch."""
+        mu, logvar = self.encode((encoder_batch if encoder_batch is not None else batch).x_in)
+        z = reparameterize(mu, logvar, eps)  # (S, B, L)
+        return self.log_px(self.decode(z), batch).mean(0), gaussian_kl(mu, logvar)
+
+    def encoder_view(self, batch: Any, step: TrainStep) -> Any:
+        return None if self.corruption is None else self.kind.corrupt(batch, self.corruption, step.generator)
+
+    def forward(self, batch: Any, step: TrainStep) -> LossTerms:
+        """The negative ELBO with the KL weighted by β times the warm-up weight, one posterior draw."""
+        view = self.encoder_view(batch, step)
+        eps = torch.randn((1, len(batch), self.latent_dim), generator=step.generator).to(batch.x_in.device)
+        log_px, kl = self.elbo_parts(batch, eps, view)
+        weight = self.config.kl_weight() * step.warmup
+        return LossTerms(loss=-(log_px - weight * kl), reconstruction=-log_px, regulariser=kl)
+
+    def objective(self, batch: Any, noise: torch.Tensor) -> torch.Tensor:
+        log_px, kl = self.elbo_parts(batch, noise)
+        return log_px - kl
+
+    @torch.inference_mode()
+    def score(self, batch: Any, noise: torch.Tensor, method: ScoreMethod) -> ScoreTerms:
+        """Score one batch already on the network's device; `noise` is `posterior_noise(...)` there.
+
+        - elbo: E_q[log p(x|z)] - KL(q(z|x) || p(z)), the expectation over the S fixed noise draws.
+        - score: -elbo, or with method "iwae" minus the importance-weighted bound
+          log (1/S) sum_s p(x, z_s) / q(z_s | x) (Burda et al., "Importance Weighted Autoencoders",
+          2016, eq. 8), a tighter estimate of -log p(x).
+        - reconstruction_error: -log p(x | z = mu) summed over observed elements; its terms are the
+          per-element contributions. Method "reconstruction" uses it as the score.
+        """
+        mu, logvar = self.encode(batch.x_in)  # (B, L)
+        z = reparameterize(mu, logvar, noise)  # (S, B, L)
+        log_px = self.log_px(self.decode(z), batch)  # (S, B)
+        kl = gaussian_kl(mu, logvar)  # (B,)
+        elbo = log_px.double().mean(0) - kl.double()
+        expected = self.decode(mu)
+        contributions = -self.kind.log_likelihood(expected, batch).double()  # (B, F)
+        if method == "iwae":
+            log_w = log_px + log_standard_normal(z) - log_normal(z, mu, logvar)  # (S, B)
+            score = -(torch.logsumexp(log_w.double(), dim=0) - math.log(noise.shape[0]))
+        elif method == "reconstruction":
+            score = contributions.sum(-1)
+        else:
+            score = -elbo
+        return ScoreTerms(
+            score=score.cpu().numpy(),
+            elbo=elbo.cpu().numpy(),
+            reconstruction_error=contributions.sum(-1).cpu().numpy(),
+            contributions=contributions.cpu().numpy(),
+            latent_mean=mu.double().cpu().numpy(),
+            expected=expected.cpu(),
+        )
+
+
+VAE = Family(
+    name="vae",
+    config_model=VAEConfig,
+    build=GaussianEncoderNetwork,
+    summary="variational autoencoder: ELBO with β = 1 and KL warm-up",
+    score_methods=("elbo", "iwae", "reconstruction"),
+    default_score="elbo",
+    can_sample=True,
+)
+
+BETA_VAE = Family(
+    name="beta-vae",
+    config_model=BetaVAEConfig,
+    build=GaussianEncoderNetwork,
+    summary="β-VAE: ELBO with the KL term weighted by --beta",
+    score_methods=("elbo", "iwae", "reconstruction"),
+    default_score="elbo",
+    can_sample=True,
+)

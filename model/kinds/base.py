@@ -1,0 +1,182 @@
+"""The data-kind axis: what a kind (tabular, image, ...) gives the shared code.
+
+A kind owns everything that depends on what an input *is*: the codec (request bodies and files →
+checked inputs → tensors), the backbone (encoder body x_in → h (B, H), decoder z (..., B, L) →
+the parameters of p(x|z)), the log-likelihood of each input element, and how results,
+explanations, reconstructions and samples are rendered. It knows nothing about objectives or
+latent structure (`model.families`), and the shared code (`model.detector`, `model.scoring`,
+`model.artifact`, `training.trainer`, `service`) reaches a kind only through this protocol and the
+`model.kinds.KINDS` registry.
+
+A kind is a class registered by name in `model.kinds.KINDS`; it is built from its manifest section
+(`config_model`, a pydantic model) when a model is loaded, and by its own training entry point
+(e.g. `training.tabular`) before one is trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from model.scoring import ScoreBatch, ScoreTerms
+
+
+class Batch(Protocol):
+    """Tensors of B inputs as the networks consume them (`x_in` is the encoder's input)."""
+
+    @property
+    def x_in(self) -> torch.Tensor: ...
+
+    def __len__(self) -> int: ...
+
+    def to(self, device: torch.device | str) -> Any: ...
+
+    def slice(self, start: int, stop: int) -> Any: ...
+
+    def select(self, index: torch.Tensor) -> Any: ...
+
+
+class RequestBody(Protocol):
+    """A validated request envelope of a kind (`/score`, `/reconstruct`): its inputs are checked
+    against the model by `DataKind.request_inputs`."""
+
+    explain: int
+
+    def size(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Server limits a kind applies while decoding request inputs."""
+
+    max_image_pixels: int
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """Input corruption for denoising training: `masking` hides a share `rate` of the input's
+    elements from the encoder (features for tables, pixels for images); `gaussian` adds noise of
+    standard deviation `rate` in the encoder's input units. The likelihood target stays clean."""
+
+    kind: str  # "masking" | "gaussian"
+    rate: float
+
+
+class DataKind(Protocol):
+    """What every kind provides. `Inputs` below means the kind's own checked-input type (tabular
+    columns, `ImageInputs`, ...); `Decoded` its decoder output (see `model.scoring.Decoded`)."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[BaseModel]]
+    """The kind's manifest section (`Manifest.kind_config`)."""
+    options_model: ClassVar[type[BaseModel]]
+    """The kind's training options (`TrainConfig.kind_options`), e.g. the backbone's widths."""
+    request_models: ClassVar[tuple[type[BaseModel], ...]]
+    """The request envelopes the service documents for this kind (OpenAPI)."""
+    input_fields: ClassVar[tuple[str, ...]]
+    """Body fields that carry inputs ("records", "images", ...): batch limits and wrong-kind 422s."""
+    batch_fields: ClassVar[tuple[str, ...]]
+    """Body fields whose length counts toward the server's batch limit (413 above it)."""
+    expected_input: ClassVar[str]
+    """What a body for this kind looks like, for error messages: "send 'records' (or ...)"."""
+    explanation_field: ClassVar[str]
+    """The ranked explanation list in a `/score` result ("top_features", "top_regions")."""
+    micro_batch: ClassVar[bool]
+    """Whether small requests may be gathered into one pass after checking on the event loop."""
+    result_unit: ClassVar[str]
+    """What one input is called in reports: "row", "image"."""
+
+    def __init__(self, config: Any) -> None: ...
+
+    def default_latent_dim(self) -> int:
+        """The latent size a family uses when the training config leaves it open."""
+        ...
+
+    # -- backbone and likelihood -------------------------------------------------------------------
+
+    def build_encoder(self) -> nn.Module:
+        """A fresh encoder body: x_in (B, ...) → h (B, H), H = `feature_dim()`."""
+        ...
+
+    def feature_dim(self) -> int:
+        """H, the width of the encoder's features: what a family's heads start from."""
+        ...
+
+    def build_decoder(self, latent_dim: int) -> nn.Module:
+        """A fresh decoder: z (..., B, L) → the kind's `Decoded` for every input element."""
+        ...
+
+    def log_likelihood(self, decoded: Any, batch: Any) -> torch.Tensor:
+        """log p(x_f | z) per input element (feature, pixel): (..., B, F); 0 where unobserved."""
+        ...
+
+    def corrupt(self, batch: Any, corruption: Corruption, generator: torch.Generator) -> Any:
+        """The batch with its encoder input corrupted (denoising training); the target stays clean."""
+        ...
+
+    # -- codec ---------------------------------------------------------------------------------------
+
+    def batch(self, inputs: Any) -> Any:
+        """Checked inputs → a `Batch` on the CPU."""
+        ...
+
+    def count(self, inputs: Any) -> int: ...
+
+    def concat(self, parts: Sequence[Any]) -> Any:
+        """Join checked inputs of several requests (micro-batching), in order."""
+        ...
+
+    def missing(self, inputs: Any) -> np.ndarray:
+        """(B, F) bool: elements sent as missing (all False where nothing can be missing)."""
+        ...
+
+    def parse_request(self, data: dict[str, Any]) -> RequestBody:
+        """A JSON body → the kind's validated envelope; raises pydantic's `ValidationError`."""
+        ...
+
+    def request_inputs(self, body: Any, limits: InputLimits) -> Any:
+        """A validated envelope → checked inputs; raises `InputError` naming the index and field."""
+        ...
+
+    def input_signature(self) -> object:
+        """What the model expects of an input (a schema, a geometry): equal signatures accept the
+        same bodies (hot reload reports when it changes)."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready description of what the model expects, for `GET /model` ("schema", "image")."""
+        ...
+
+    # -- rendering -----------------------------------------------------------------------------------
+
+    def results(self, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
+        """`/score` results: `model.scoring.result_fields` of each input plus the kind's
+        explanations (the `explain` largest, under `explanation_field`)."""
+        ...
+
+    def reconstruct(self, inputs: Any, terms: ScoreTerms) -> list[dict[str, object]]:
+        """`/reconstruct` results from terms scored with one noise draw (decoder at the code)."""
+        ...
+
+    def render_samples(self, decoded: Any, generator: torch.Generator) -> list[Any]:
+        """Decoder outputs of prior draws → JSON-ready samples (records, base64 PNGs)."""
+        ...
+
+    def render_grid(self, decoded: Any) -> str:
+        """Decoder outputs → one base64 PNG; raises `UnsupportedError` for kinds without pictures."""
+        ...
+
+    def inputs_from_decoded(self, decoded: Any, generator: torch.Generator) -> Any:
+        """Checked inputs made from decoder outputs: what warm-up scores."""
+        ...
+
+    def calibrated_config(self, terms: ScoreTerms) -> BaseModel:
+        """The kind's manifest section once the calibration inputs are scored (the image kind adds
+        its per-pixel error baseline)."""
+        ...

@@ -1,0 +1,1 @@
+"""Images of one geometry: codec, convolutional backbone, per-pixel likelihood (see `kind`)."""

@@ -1,0 +1,1 @@
+"""Records with a schema: codec, MLP backbone, per-feature likelihood (see `kind`)."""
