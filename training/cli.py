@@ -31,6 +31,8 @@ from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
+from training.sequence import sequence_train_config
+from training.sequence_cli import score_sequences_file, train_sequences
 from training.tabular import fit_detector
 from training.trainer import OptionsError, TrainConfig, training_report
 
@@ -62,7 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
         ".npz with X (n, H, W) or (n, C, H, W), or a folder of PNG/JPEG (sub-folders = labels)",
     )
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
-    train.add_argument("--kind", choices=("auto", "tabular", "image"), default="auto", help="default: from the data")
+    train.add_argument(
+        "--kind",
+        choices=("auto", "tabular", "image", "sequence"),
+        default="auto",
+        help="default: from the data (sequence when --time-column is given)",
+    )
+    train.add_argument("--time-column", help="sequence: the column that orders the rows")
+    train.add_argument("--series-column", help="sequence: id of independent series (windows never cross one)")
+    train.add_argument("--window", type=int, help="sequence: time steps per window (default 30)")
+    train.add_argument("--stride", type=int, help="sequence: steps between training windows (default 1)")
+    train.add_argument(
+        "--architecture", choices=("conv", "recurrent"), help="sequence: 1-D conv (default) or GRU/LSTM (VRAE)"
+    )
+    train.add_argument("--sep", help="CSV delimiter of a sequence file (default: sniffed)")
     train.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     train.add_argument(
         "--resize", type=parse_size, metavar="HxW", help="images: resize to this size, here and when serving"
@@ -114,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="score a file with a trained model")
     score.add_argument("model_dir", type=Path)
     score.add_argument("data", type=Path)
-    score.add_argument("--out", type=Path, help=".csv or .jsonl (default: JSON lines on stdout)")
+    score.add_argument("--out", type=Path, help=".csv, .jsonl (sequences also .parquet); default JSON lines on stdout")
     score.add_argument("--explain", type=int, default=3, help="top features per row")
     score.add_argument("--device", default="auto")
 
@@ -166,14 +181,21 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         thresholds={**DEFAULT_TARGETS, **dict(args.threshold)},
         active_threshold=args.active_threshold,
     )
+    if kind == "sequence":
+        sequence = {"window": args.window, "stride": args.stride, "architecture": args.architecture}
+        return sequence_train_config(**fields, **{k: v for k, v in sequence.items() if v is not None})
     return image_train_config(**fields) if kind == "image" else TrainConfig(**fields)
 
 
 def train_command(args: argparse.Namespace) -> int:
-    kind = args.kind if args.kind != "auto" else ("image" if is_image_source(args.data) else "tabular")
+    kind = args.kind
+    if kind == "auto":
+        kind = "sequence" if args.time_column else ("image" if is_image_source(args.data) else "tabular")
     config = _train_config(args, kind)
     if kind == "image":
         return train_images(args, config)
+    if kind == "sequence":
+        return train_sequences(args, config)
     overrides = read_schema(args.schema) if args.schema else None
     table = read_table(args.data, args.label_column, args.exclude_columns, overrides)
     columns = table.columns
@@ -212,6 +234,8 @@ def score_command(args: argparse.Namespace) -> int:
     loaded = Detector.load(args.model_dir, args.device)
     if loaded.kind.name == "image":
         return score_images_file(args, loaded)
+    if loaded.kind.name == "sequence":
+        return score_sequences_file(args, loaded)
     detector, _, columns = _load_scoring_input(loaded, args)
     results = detector.score_results(columns, explain=args.explain)
     if args.out is None:

@@ -37,6 +37,8 @@ def fit_sequence_detector(
     bounds: np.ndarray | None = None,
     version: str | None = None,
     progress: bool = True,
+    time_column: str | None = None,
+    series_column: str | None = None,
 ) -> TrainResult:
     """Train on normal rows (N, C) in sensor units (NaN = missing), time-ordered within each series
     (`bounds` from `segment_bounds`; one series when None)."""
@@ -63,7 +65,12 @@ def fit_sequence_detector(
     )
     kind = SequenceKind(
         SequenceKindConfig(
-            scaling=scaling, network=network, stride=options.stride, calibration_stride=calibration_stride
+            scaling=scaling,
+            network=network,
+            stride=options.stride,
+            calibration_stride=calibration_stride,
+            time_column=time_column,
+            series_column=series_column,
         )
     )
     batches = (

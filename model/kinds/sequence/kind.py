@@ -42,6 +42,8 @@ class SequenceKindConfig(BaseModel):
     network: SequenceBackboneConfig
     stride: int = Field(ge=1)
     calibration_stride: int = Field(ge=1)
+    time_column: str | None = None
+    series_column: str | None = None
 
 
 class SequenceOptions(BaseModel):
