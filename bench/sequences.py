@@ -260,20 +260,42 @@ def parse_overrides(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        out[key.strip()] = json.loads(value) if value[:1] in "0123456789-[{tf" and value not in ("conv",) else value
+        out[key.strip()] = json.loads(value) if value[:1] in "0123456789-[{" or value in ("true", "false") else value
     return out
 
 
+class ProjectFitted:
+    """The project's detector, trained by `training.sequence.fit_sequence_detector` (what
+    `vae-anomaly train --kind sequence` runs) on one file's training rows."""
+
+    def __init__(self, values: np.ndarray, sensors: list[str], options: dict[str, Any]):
+        from training.sequence import fit_sequence_detector, sequence_train_config
+
+        config = sequence_train_config(device="cpu", **options)
+        self.detector = fit_sequence_detector(values, sensors, config, progress=False).detector
+        self.threshold = self.detector.thresholds.thresholds[self.detector.thresholds.active].value
+
+    def score_rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inputs = self.detector.kind.inputs_from_rows(values)  # type: ignore[attr-defined]
+        return self.detector.terms(inputs).score, inputs.rows
+
+
 def project_fitter(overrides: dict[str, Any], seed: int) -> tuple[Callable[[np.ndarray, list[str]], Fitted], Protocol_]:
-    from bench.sequence_prototype import fit_proto
+    """The default `vae-anomaly train --kind sequence` (plus `--set` overrides), and the protocol
+    the references share with it: its window, and its calibration windows (stride = window)."""
+    from model.kinds.sequence.kind import SequenceOptions
 
     options = {"seed": seed, **overrides}
-    proto = Protocol_(
-        window=options.get("window", 30),
-        calibration_stride=options.get("calibration_stride", 1),
-        target_fpr=options.get("target_fpr", 0.01),
+    kind_options = SequenceOptions.model_validate(
+        {k: v for k, v in options.items() if k in SequenceOptions.model_fields}
     )
-    return (lambda values, sensors: fit_proto(values, **options)), proto
+    proto = Protocol_(
+        window=kind_options.window,
+        stride=kind_options.stride,
+        calibration_stride=kind_options.calibration_stride or kind_options.window,
+        target_fpr=0.01,
+    )
+    return (lambda values, sensors: ProjectFitted(values, sensors, options)), proto
 
 
 def main(argv: list[str] | None = None) -> int:
