@@ -155,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None, help="default: as for train")
     demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
     demo.add_argument(
-        "--kind", choices=("tabular", "image"), default="tabular", help="image: 8×8 digits, one digit as normal"
+        "--kind",
+        choices=("tabular", "image", "sequence"),
+        default="tabular",
+        help="image: 8×8 digits, one digit as normal; sequence: a generated pump's sensor stream",
     )
     return parser
 
@@ -289,6 +292,10 @@ def serve_command(args: argparse.Namespace) -> int:
 def demo_command(args: argparse.Namespace) -> int:
     if args.kind == "image":
         return demo_image(args, lambda argv: train_command(build_parser().parse_args(["train", *argv])), serve_command)
+    if args.kind == "sequence":
+        from training.sequence_demo import demo_sequence
+
+        return demo_sequence(args, lambda argv: train_command(build_parser().parse_args(["train", *argv])), serve_command)
     from training.demo_data import LABEL, demo_records, make_demo_frame
 
     data_path = args.dir / "data" / "demo.csv"
