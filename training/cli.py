@@ -290,12 +290,15 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    def train(argv: list[str]) -> int:
+        return train_command(build_parser().parse_args(["train", *argv]))
+
     if args.kind == "image":
-        return demo_image(args, lambda argv: train_command(build_parser().parse_args(["train", *argv])), serve_command)
+        return demo_image(args, train, serve_command)
     if args.kind == "sequence":
         from training.sequence_demo import demo_sequence
 
-        return demo_sequence(args, lambda argv: train_command(build_parser().parse_args(["train", *argv])), serve_command)
+        return demo_sequence(args, train, serve_command)
     from training.demo_data import LABEL, demo_records, make_demo_frame
 
     data_path = args.dir / "data" / "demo.csv"

@@ -16,7 +16,6 @@ import json
 import shlex
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -117,7 +116,7 @@ def demo_sequence(args: argparse.Namespace, train: Callable[[list[str]], int], s
         print(f"  # {name} (test rows {end - DEMO_WINDOW + 1}..{end})")
         print(f"  curl -s {url}/score -H 'Content-Type: application/json' -d @{shlex.quote(str(path))}")
     print(f"  curl -s {url}/reconstruct -H 'Content-Type: application/json' -d @{shlex.quote(str(path))}")
-    print(f'  curl -s {url}/sample -H \'Content-Type: application/json\' -d \'{{"n": 2, "seed": 1}}\'')
+    print(f"  curl -s {url}/sample -H 'Content-Type: application/json' -d '{{\"n\": 2, \"seed\": 1}}'")
     if args.no_serve:
         return 0
     print(f"\nServing {model_dir} on {url} (Ctrl-C to stop)\n", flush=True)

@@ -37,7 +37,8 @@ def test_demo_trains_reports_and_prints_curls_the_server_answers(tmp_path: Path,
     with TestClient(create_app(settings)) as client:
         scores = []
         for path in bodies:
-            response = client.post("/score", content=Path(path).read_bytes(), headers={"content-type": "application/json"})
+            content = Path(path).read_bytes()
+            response = client.post("/score", content=content, headers={"content-type": "application/json"})
             assert response.status_code == 200, response.text
             (result,) = response.json()["results"]
             assert result["timestamp"] == json.loads(Path(path).read_text())["timestamps"][-1]
