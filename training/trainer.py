@@ -30,6 +30,7 @@ from model.kinds.base import DataKind
 from model.scoring import ScoreMethod, ScoringConfig, posterior_noise, score_in_chunks
 from model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
 from training.data import Split
+from training.distributed import SINGLE, World
 
 logger = logging.getLogger(__name__)
 
@@ -166,16 +167,51 @@ def auto_batch_size(n_train: int) -> int:
 class TrainResult:
     detector: Detector
     summary: dict[str, Any]
+    world: World = SINGLE  # under torchrun every rank returns the same detector; only `world.is_writer` saves it
 
 
-def _mean_elbo(network: FamilyNetwork, batch: Any, noise: torch.Tensor, size: int) -> float:
-    """The family's validation objective (the ELBO for VAEs) averaged over the batch, nats per row."""
+def _mean_elbo(network: FamilyNetwork, batch: Any, noise: torch.Tensor, size: int, world: World = SINGLE) -> float:
+    """The family's validation objective (the ELBO for VAEs) averaged over the batch, nats per row.
+
+    With several ranks each evaluates its contiguous shard and the sums are all-reduced, so every
+    rank gets the same value (and early stopping stops every rank at the same epoch)."""
     network.eval()
+    n = len(batch)
+    if world.distributed:
+        batch = batch.slice(*world.shard(n))
     total = 0.0
     with torch.inference_mode():
         for start in range(0, len(batch), size):
             total += float(network.objective(batch.slice(start, start + size), noise).sum())
-    return total / max(len(batch), 1)
+    (total,) = world.sum(total)
+    return total / max(n, 1)
+
+
+def _wrap(network: FamilyNetwork, world: World) -> torch.nn.Module:
+    """The module the loss goes through: `DistributedDataParallel` around the network when there
+    are several ranks (it syncs gradients only for what its `forward` returned), else the network."""
+    if not world.distributed:
+        return network
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(network.parameters()).device
+    return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _epoch_order(n: int, epoch: int, generator: torch.Generator, config: TrainConfig, world: World) -> torch.Tensor:
+    """This rank's rows of an epoch, in order. One process: a permutation from the training
+    generator (unchanged since before DDP). Several: `DistributedSampler`'s shard of one seeded
+    permutation shared by all ranks, padded so every rank has ceil(n / world) rows."""
+    if not world.distributed:
+        return torch.randperm(n, generator=generator)
+    from torch.utils.data import DistributedSampler
+
+    rows: Any = range(n)  # a Sized index set is all the sampler reads
+    sampler: DistributedSampler[int] = DistributedSampler(
+        rows, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed
+    )
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
 
 
 def _train_epochs(
@@ -188,27 +224,34 @@ def _train_epochs(
     config: TrainConfig,
     epochs: tqdm,
     eval_chunk: int = 4096,
+    world: World = SINGLE,
 ) -> tuple[list[dict[str, float]], int, float]:
     """Train until early stopping; leaves `network` holding the weights of the best validation epoch.
 
-    Returns the per-epoch history, the best epoch and its validation objective (nats per row).
+    `batch_size` is global: with several ranks each takes ceil(batch_size / world) rows a step, and
+    the warm-up counts steps of the global batch. Returns the per-epoch history, the best epoch and
+    its validation objective (nats per row).
     """
     device = train.x_in.device
+    model = _wrap(network, world)
     optimizer = make_optimizer(network, config)
-    generator = torch.Generator().manual_seed(config.seed)
-    warmup_steps = warmup_epochs * math.ceil(len(train) / batch_size)
+    # Each rank draws its own noise (rank 0 keeps the single-process seed).
+    generator = torch.Generator().manual_seed(config.seed + world.rank)
+    local_batch = math.ceil(batch_size / world.size)
+    steps_per_epoch = math.ceil(math.ceil(len(train) / world.size) / local_batch)
+    warmup_steps = warmup_epochs * steps_per_epoch
     best_elbo, best_epoch, best_state = -math.inf, 0, None
     history: list[dict[str, float]] = []
     step = 0
     for epoch in epochs:
         network.train()
-        order = torch.randperm(len(train), generator=generator).to(device)
+        order = _epoch_order(len(train), epoch, generator, config, world).to(device)
         recon_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         kl_sum = torch.zeros((), device=device)
-        for start in range(0, len(train), batch_size):
-            batch = train.select(order[start : start + batch_size])
+        for start in range(0, len(order), local_batch):
+            batch = train.select(order[start : start + local_batch])
             warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
-            terms = network(batch, TrainStep(generator, warmup))
+            terms = model(batch, TrainStep(generator, warmup))  # through DDP's forward: gradients sync
             loss = terms.loss.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -216,11 +259,12 @@ def _train_epochs(
             step += 1
             recon_sum += terms.reconstruction.detach().sum()
             kl_sum += terms.regulariser.detach().sum()
-        val_elbo = _mean_elbo(network, validation, validation_noise, eval_chunk)
+        val_elbo = _mean_elbo(network, validation, validation_noise, eval_chunk, world)
+        recon_total, kl_total, seen = world.sum(recon_sum, kl_sum, len(order))
         record = {
             "epoch": epoch,
-            "train_recon": float(recon_sum) / len(train),
-            "train_kl": float(kl_sum) / len(train),
+            "train_recon": recon_total / seen,
+            "train_kl": kl_total / seen,
             "validation_elbo": val_elbo,
         }
         history.append(record)
@@ -285,24 +329,29 @@ def train_network(
     warmup_epochs: int,
     progress: bool,
     eval_chunk: int = 4096,
+    world: World = SINGLE,
 ) -> TrainingRun:
     """The training loop with its set-up (batch size, validation noise, progress bar), shared by
     every kind and family; leaves `network` in eval mode holding the best epoch's weights."""
     validation_noise = posterior_noise(8, network.latent_dim, config.seed + 1).to(train.x_in.device)
     batch_size = config.batch_size or auto_batch_size(len(train))
     progress_bar = tqdm(
-        range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False
+        range(1, config.epochs + 1),
+        desc="training",
+        unit="epoch",
+        disable=None if progress and world.is_writer else True,
+        leave=False,
     )
     history, best_epoch, best_elbo = _train_epochs(
-        network, train, validation, validation_noise, batch_size, warmup_epochs, config, progress_bar, eval_chunk
+        network, train, validation, validation_noise, batch_size, warmup_epochs, config, progress_bar, eval_chunk, world
     )
     network.eval()
-    train_elbo = _mean_elbo(network, train, validation_noise, eval_chunk)
+    train_elbo = _mean_elbo(network, train, validation_noise, eval_chunk, world)
     return TrainingRun(history, best_epoch, best_elbo, train_elbo, batch_size)
 
 
 def training_summary(
-    split: Split, run: TrainingRun, device: torch.device, config: TrainConfig, started: float
+    split: Split, run: TrainingRun, device: torch.device, config: TrainConfig, started: float, world_size: int = 1
 ) -> dict[str, Any]:
     """What the manifest's `training` field records about a run."""
     return {
@@ -315,6 +364,7 @@ def training_summary(
         "wall_seconds": round(time.perf_counter() - started, 3),
         "device": str(device),
         "batch_size": run.batch_size,
+        "world_size": world_size,
         "config": config.model_dump(mode="json"),
     }
 
@@ -341,9 +391,14 @@ def fit(
     the thresholds on the calibration split, and return the detector.
 
     Deterministic for a given `config.seed` on the CPU. `chunk_size` bounds the inputs scored at once
-    (`ScoringConfig.chunk_size`; its default when None).
+    (`ScoringConfig.chunk_size`; its default when None). Under `torchrun` (or in an initialised
+    process group) this is one rank of a data-parallel run (`training.distributed`): every rank holds
+    the same batches, trains its shard, and returns the same detector; the result's `world` says
+    which rank may write it. The calibration split is scored on every rank (forward passes only) so
+    that each can build the kind's calibrated config without shipping decoder outputs around.
     """
-    device = resolve_device(config.device)
+    world = World.from_environment(config.device)
+    device = world.device(resolve_device(config.device))
     family = FAMILIES[config.family]
     family_config = config.family_config(config.latent_dim or kind.default_latent_dim())
     method = config.score_method or family.default_score
@@ -354,7 +409,7 @@ def fit(
     torch.manual_seed(config.seed)
     network = family.build(kind, family_config).to(device)
     train, validation, calibration = (batch.to(device) for batch in batches)
-    run = train_network(network, train, validation, config, family_config.warmup_epochs(), progress, eval_chunk)
+    run = train_network(network, train, validation, config, family_config.warmup_epochs(), progress, eval_chunk, world)
 
     scoring = ScoringConfig(method=method, n_samples=config.score_samples, seed=config.seed)
     if chunk_size is not None:
@@ -362,7 +417,7 @@ def fit(
     noise = posterior_noise(scoring.n_samples, family_config.latent_dim, scoring.seed).to(device)
     terms = score_in_chunks(network, calibration, noise, scoring)
     fields = calibrated_fields(terms.score, config, version, len(split.calibration))
-    summary = training_summary(split, run, device, config, started)
+    summary = training_summary(split, run, device, config, started, world.size)
     fields.update(
         {
             "kind": kind.name,
@@ -377,7 +432,9 @@ def fit(
     # The network keeps the adapter it was trained with (likelihoods do not depend on calibration);
     # the detector renders with the calibrated one.
     return TrainResult(
-        detector=Detector(manifest, KINDS[kind.name](manifest.kind_config), network, device), summary=summary
+        detector=Detector(manifest, KINDS[kind.name](manifest.kind_config), network, device),
+        summary=summary,
+        world=world,
     )
 
 
