@@ -31,6 +31,9 @@ from model.scoring import ScoreMethod, ScoringConfig, posterior_noise, score_in_
 from model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
 from training.data import Split
 from training.distributed import SINGLE, World
+from training.rows import InMemoryRows, TrainRows, mean_elbo
+
+_mean_elbo = mean_elbo  # the name the tests knew
 
 logger = logging.getLogger(__name__)
 
@@ -170,23 +173,6 @@ class TrainResult:
     world: World = SINGLE  # under torchrun every rank returns the same detector; only `world.is_writer` saves it
 
 
-def _mean_elbo(network: FamilyNetwork, batch: Any, noise: torch.Tensor, size: int, world: World = SINGLE) -> float:
-    """The family's validation objective (the ELBO for VAEs) averaged over the batch, nats per row.
-
-    With several ranks each evaluates its contiguous shard and the sums are all-reduced, so every
-    rank gets the same value (and early stopping stops every rank at the same epoch)."""
-    network.eval()
-    n = len(batch)
-    if world.distributed:
-        batch = batch.slice(*world.shard(n))
-    total = 0.0
-    with torch.inference_mode():
-        for start in range(0, len(batch), size):
-            total += float(network.objective(batch.slice(start, start + size), noise).sum())
-    (total,) = world.sum(total)
-    return total / max(n, 1)
-
-
 def _wrap(network: FamilyNetwork, world: World) -> torch.nn.Module:
     """The module the loss goes through: `DistributedDataParallel` around the network when there
     are several ranks (it syncs gradients only for what its `forward` returned), else the network."""
@@ -198,25 +184,9 @@ def _wrap(network: FamilyNetwork, world: World) -> torch.nn.Module:
     return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _epoch_order(n: int, epoch: int, generator: torch.Generator, config: TrainConfig, world: World) -> torch.Tensor:
-    """This rank's rows of an epoch, in order. One process: a permutation from the training
-    generator (unchanged since before DDP). Several: `DistributedSampler`'s shard of one seeded
-    permutation shared by all ranks, padded so every rank has ceil(n / world) rows."""
-    if not world.distributed:
-        return torch.randperm(n, generator=generator)
-    from torch.utils.data import DistributedSampler
-
-    rows: Any = range(n)  # a Sized index set is all the sampler reads
-    sampler: DistributedSampler[int] = DistributedSampler(
-        rows, num_replicas=world.size, rank=world.rank, shuffle=True, seed=config.seed
-    )
-    sampler.set_epoch(epoch)
-    return torch.tensor(list(sampler), dtype=torch.long)
-
-
 def _train_epochs(
     network: FamilyNetwork,
-    train: Any,
+    train: TrainRows,
     validation: Any,
     validation_noise: torch.Tensor,
     batch_size: int,
@@ -232,24 +202,23 @@ def _train_epochs(
     the warm-up counts steps of the global batch. Returns the per-epoch history, the best epoch and
     its validation objective (nats per row).
     """
-    device = train.x_in.device
+    device = train.device
     model = _wrap(network, world)
     optimizer = make_optimizer(network, config)
     # Each rank draws its own noise (rank 0 keeps the single-process seed).
     generator = torch.Generator().manual_seed(config.seed + world.rank)
     local_batch = math.ceil(batch_size / world.size)
-    steps_per_epoch = math.ceil(math.ceil(len(train) / world.size) / local_batch)
-    warmup_steps = warmup_epochs * steps_per_epoch
+    warmup_steps = warmup_epochs * train.steps_per_epoch(local_batch, world)
     best_elbo, best_epoch, best_state = -math.inf, 0, None
     history: list[dict[str, float]] = []
     step = 0
     for epoch in epochs:
         network.train()
-        order = _epoch_order(len(train), epoch, generator, config, world).to(device)
         recon_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         kl_sum = torch.zeros((), device=device)
-        for start in range(0, len(order), local_batch):
-            batch = train.select(order[start : start + local_batch])
+        seen = 0
+        for batch in train.epoch(epoch, local_batch, generator, world):
+            seen += len(batch)
             warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
             terms = model(batch, TrainStep(generator, warmup))  # through DDP's forward: gradients sync
             loss = terms.loss.mean()
@@ -259,12 +228,12 @@ def _train_epochs(
             step += 1
             recon_sum += terms.reconstruction.detach().sum()
             kl_sum += terms.regulariser.detach().sum()
-        val_elbo = _mean_elbo(network, validation, validation_noise, eval_chunk, world)
-        recon_total, kl_total, seen = world.sum(recon_sum, kl_sum, len(order))
+        val_elbo = mean_elbo(network, validation, validation_noise, eval_chunk, world)
+        recon_total, kl_total, seen_total = world.sum(recon_sum, kl_sum, seen)
         record = {
             "epoch": epoch,
-            "train_recon": recon_total / seen,
-            "train_kl": kl_total / seen,
+            "train_recon": recon_total / seen_total,
+            "train_kl": kl_total / seen_total,
             "validation_elbo": val_elbo,
         }
         history.append(record)
@@ -323,7 +292,7 @@ class TrainingRun:
 
 def train_network(
     network: FamilyNetwork,
-    train: Any,
+    train: TrainRows,
     validation: Any,
     config: TrainConfig,
     warmup_epochs: int,
@@ -333,7 +302,7 @@ def train_network(
 ) -> TrainingRun:
     """The training loop with its set-up (batch size, validation noise, progress bar), shared by
     every kind and family; leaves `network` in eval mode holding the best epoch's weights."""
-    validation_noise = posterior_noise(8, network.latent_dim, config.seed + 1).to(train.x_in.device)
+    validation_noise = posterior_noise(8, network.latent_dim, config.seed + 1).to(train.device)
     batch_size = config.batch_size or auto_batch_size(len(train))
     progress_bar = tqdm(
         range(1, config.epochs + 1),
@@ -346,16 +315,21 @@ def train_network(
         network, train, validation, validation_noise, batch_size, warmup_epochs, config, progress_bar, eval_chunk, world
     )
     network.eval()
-    train_elbo = _mean_elbo(network, train, validation_noise, eval_chunk, world)
+    train_elbo = train.mean_objective(network, validation_noise, eval_chunk, world)
     return TrainingRun(history, best_epoch, best_elbo, train_elbo, batch_size)
 
 
 def training_summary(
-    split: Split, run: TrainingRun, device: torch.device, config: TrainConfig, started: float, world_size: int = 1
+    rows: dict[str, int],
+    run: TrainingRun,
+    device: torch.device,
+    config: TrainConfig,
+    started: float,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """What the manifest's `training` field records about a run."""
     return {
-        "rows": {"train": len(split.train), "validation": len(split.validation), "calibration": len(split.calibration)},
+        "rows": rows,
         "epochs": len(run.history),
         "best_epoch": run.best_epoch,
         "train_elbo": run.train_elbo,
@@ -388,17 +362,53 @@ def fit(
     chunk_size: int | None = None,
 ) -> TrainResult:
     """Train the configured family on a kind's (train, validation, calibration) batches, calibrate
-    the thresholds on the calibration split, and return the detector.
+    the thresholds on the calibration split, and return the detector (see `fit_rows`)."""
+    world = World.from_environment(config.device)
+    device = world.device(resolve_device(config.device))
+    train, validation, calibration = (batch.to(device) for batch in batches)
+    rows = {"train": len(split.train), "validation": len(split.validation), "calibration": len(split.calibration)}
+    return fit_rows(
+        kind,
+        rows,
+        InMemoryRows(train, config.seed),
+        validation,
+        calibration,
+        config,
+        version,
+        progress,
+        started,
+        eval_chunk,
+        chunk_size,
+        world,
+    )
+
+
+def fit_rows(
+    kind: DataKind,
+    rows: dict[str, int],
+    train: TrainRows,
+    validation: Any,
+    calibration: Any,
+    config: TrainConfig,
+    version: str | None,
+    progress: bool,
+    started: float,
+    eval_chunk: int = 4096,
+    chunk_size: int | None = None,
+    world: World = SINGLE,
+) -> TrainResult:
+    """Train on `train` (in memory or streamed), stop early on `validation`, calibrate the
+    thresholds on `calibration` (both batches on the training device), return the detector.
 
     Deterministic for a given `config.seed` on the CPU. `chunk_size` bounds the inputs scored at once
     (`ScoringConfig.chunk_size`; its default when None). Under `torchrun` (or in an initialised
     process group) this is one rank of a data-parallel run (`training.distributed`): every rank holds
-    the same batches, trains its shard, and returns the same detector; the result's `world` says
-    which rank may write it. The calibration split is scored on every rank (forward passes only) so
-    that each can build the kind's calibrated config without shipping decoder outputs around.
+    the same validation and calibration batches, trains its shard, and returns the same detector;
+    the result's `world` says which rank may write it. The calibration split is scored on every rank
+    (forward passes only) so that each can build the kind's calibrated config without shipping
+    decoder outputs around.
     """
-    world = World.from_environment(config.device)
-    device = world.device(resolve_device(config.device))
+    device = train.device
     family = FAMILIES[config.family]
     family_config = config.family_config(config.latent_dim or kind.default_latent_dim())
     method = config.score_method or family.default_score
@@ -408,7 +418,6 @@ def fit(
         )
     torch.manual_seed(config.seed)
     network = family.build(kind, family_config).to(device)
-    train, validation, calibration = (batch.to(device) for batch in batches)
     run = train_network(network, train, validation, config, family_config.warmup_epochs(), progress, eval_chunk, world)
 
     scoring = ScoringConfig(method=method, n_samples=config.score_samples, seed=config.seed)
@@ -416,8 +425,8 @@ def fit(
         scoring = scoring.model_copy(update={"chunk_size": chunk_size})
     noise = posterior_noise(scoring.n_samples, family_config.latent_dim, scoring.seed).to(device)
     terms = score_in_chunks(network, calibration, noise, scoring)
-    fields = calibrated_fields(terms.score, config, version, len(split.calibration))
-    summary = training_summary(split, run, device, config, started, world.size)
+    fields = calibrated_fields(terms.score, config, version, rows["calibration"])
+    summary = training_summary(rows, run, device, config, started, world.size)
     fields.update(
         {
             "kind": kind.name,
