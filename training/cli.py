@@ -207,6 +207,8 @@ def train_command(args: argparse.Namespace) -> int:
         columns = table.take(np.flatnonzero(keep))
         logger.info("using %d normal rows of %d", int(keep.sum()), len(table))
     result = fit_detector(columns, config, overrides, version=args.model_version, progress=not args.quiet)
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
@@ -372,6 +374,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, DataError, OptionsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, wait for every rank (rank 0 may still be writing the artifact), then leave
+    the process group, so no rank exits with collectives in flight."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
