@@ -159,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None, help="default: as for train")
     demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
     demo.add_argument(
-        "--kind", choices=("tabular", "image"), default="tabular", help="image: 8×8 digits, one digit as normal"
+        "--kind",
+        choices=("tabular", "image", "sequence"),
+        default="tabular",
+        help="image: 8×8 digits, one digit as normal; sequence: a generated pump's sensor stream",
     )
     return parser
 
@@ -208,6 +211,8 @@ def train_command(args: argparse.Namespace) -> int:
         columns = table.take(np.flatnonzero(keep))
         logger.info("using %d normal rows of %d", int(keep.sum()), len(table))
     result = fit_detector(columns, config, overrides, version=args.model_version, progress=not args.quiet)
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
@@ -292,8 +297,15 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    def train(argv: list[str]) -> int:
+        return train_command(build_parser().parse_args(["train", *argv]))
+
     if args.kind == "image":
-        return demo_image(args, lambda argv: train_command(build_parser().parse_args(["train", *argv])), serve_command)
+        return demo_image(args, train, serve_command)
+    if args.kind == "sequence":
+        from training.sequence_demo import demo_sequence
+
+        return demo_sequence(args, train, serve_command)
     from training.demo_data import LABEL, demo_records, make_demo_frame
 
     data_path = args.dir / "data" / "demo.csv"
@@ -368,6 +380,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, DataError, OptionsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, wait for every rank (rank 0 may still be writing the artifact), then leave
+    the process group, so no rank exits with collectives in flight."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
