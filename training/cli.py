@@ -1,4 +1,4 @@
-"""The `vae-anomaly` command line: train, score, evaluate, serve, demo. The only argv parsing.
+"""The `vae-anomaly` command line: train, score, evaluate, encode, serve, demo. The only argv parsing.
 
 `serve` reaches `service.server.serve` through an import string, so this module never imports
 `service` (training must run without the web stack, and the dependency arrows stay one-way).
@@ -27,10 +27,12 @@ from model.kinds.tabular.schema import read_schema
 from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
 from training.data import DataError, anomaly_labels, normal_mask, read_table
+from training.encode_cli import add_encode_parser, encode_command
 from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
+from training.latent_report import write_latent_section
 from training.sequence import sequence_train_config
 from training.sequence_cli import score_sequences_file, train_sequences
 from training.tabular import fit_detector
@@ -141,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
     evaluate.add_argument("--device", default="auto")
+
+    add_encode_parser(commands)
 
     serve = commands.add_parser("serve", help="serve a model over HTTP")
     serve.add_argument("model_dir", type=Path)
@@ -278,6 +282,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.report:
         title = f"vae-anomaly model {detector.manifest.model_id} on {args.data.name}"
         paths = write_report(args.report, scored.terms.score, labels, thresholds, metrics, title)
+        paths += write_latent_section(args.report, detector, columns, table.labels, labels)
         metrics["report"] = [str(p) for p in paths]
     print(json.dumps(metrics, indent=2))
     return 0
@@ -354,6 +359,7 @@ COMMANDS = {
     "train": train_command,
     "score": score_command,
     "evaluate": evaluate_command,
+    "encode": encode_command,
     "serve": serve_command,
     "demo": demo_command,
 }
