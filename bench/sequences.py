@@ -33,7 +33,8 @@ from sklearn.metrics import roc_auc_score
 from model.kinds.sequence.preprocessing import fit_scaling
 from model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
 from model.thresholds import sort_calibration, threshold_for_fpr
-from training.sequence_data import split_windows
+from training.sequence import calibration_stride_for
+from training.sequence_data import split_windows, time_split_bounds
 
 DEFAULT_DATA = Path("../shared/datasets/skab")
 FOLDERS = ("valve1", "valve2", "other")
@@ -282,18 +283,19 @@ class ProjectFitted:
 
 def project_fitter(overrides: dict[str, Any], seed: int) -> tuple[Callable[[np.ndarray, list[str]], Fitted], Protocol_]:
     """The default `vae-anomaly train --kind sequence` (plus `--set` overrides), and the protocol
-    the references share with it: its window, and its calibration windows (stride = window)."""
+    the references share with it: its window, and its calibration windows (`calibration_stride_for`)."""
     from model.kinds.sequence.kind import SequenceOptions
 
     options = {"seed": seed, **overrides}
     kind_options = SequenceOptions.model_validate(
         {k: v for k, v in options.items() if k in SequenceOptions.model_fields}
     )
-    proto = Protocol_(
-        window=kind_options.window,
-        stride=kind_options.stride,
-        calibration_stride=kind_options.calibration_stride or kind_options.window,
-        target_fpr=0.01,
+    proto = Protocol_(window=kind_options.window, stride=kind_options.stride, target_fpr=0.01)
+    _, _, cal_pairs = time_split_bounds(
+        segment_bounds(None, TRAIN_ROWS), proto.validation_fraction, proto.calibration_fraction
+    )
+    proto.calibration_stride = kind_options.calibration_stride or calibration_stride_for(
+        cal_pairs, proto.window, proto.target_fpr
     )
     return (lambda values, sensors: ProjectFitted(values, sensors, options)), proto
 

@@ -53,3 +53,29 @@ def test_auto_level_makes_a_shift_of_a_slow_sensor_invisible_and_reconstructs_in
     assert np.all(detector.terms(detector.kind.inputs_from_rows(broken)).score > detector.terms(inputs).score)
     rebuilt = detector.reconstruct(moved)[0]["reconstruction"]["temperature"]
     assert np.mean(rebuilt) == pytest.approx(np.mean(shifted[:10, 2]), abs=1.0)
+
+
+def test_calibration_stride_is_disjoint_when_the_rows_allow_and_shrinks_when_they_do_not():
+    from training.sequence import calibration_stride_for
+
+    many = np.array([0, 10_000])  # 10,000 calibration rows: 333 disjoint windows of 30 >= 99
+    assert calibration_stride_for(many, 30, 0.01) == 30
+    some = np.array([0, 600])  # 600 rows: stride 5 gives 115 windows, stride 6 only 96
+    assert calibration_stride_for(some, 30, 0.01) == 5
+    few = np.array([0, 80])  # SKAB: 80 rows give 51 windows at stride 1, the most there are
+    assert calibration_stride_for(few, 30, 0.01) == 1
+    assert calibration_stride_for(np.array([0, 300, 400, 700]), 30, 0.01) == 5  # two series, 300 rows each
+
+
+def test_student_t_model_trains_saves_and_samples(tmp_path):
+    from model.detector import load_detector
+
+    config = sequence_train_config(epochs=1, window=10, device="cpu", score_samples=2, sensor_likelihood="student_t")
+    result = fit_sequence_detector(drifting_stream(200), ["pressure", "flow", "temperature"], config, progress=False)
+    assert result.detector.kind.config.sensor_dof == 4
+    result.detector.save(tmp_path / "m")
+    loaded = load_detector(tmp_path / "m", "cpu")
+    inputs = loaded.kind.inputs_from_rows(drifting_stream(30, seed=3))
+    assert loaded.terms(inputs).score == pytest.approx(result.detector.terms(inputs).score)
+    samples = loaded.sample(3, seed=1)
+    assert len(samples) == 3 and len(samples[0]["flow"]) == 10 and np.isfinite(samples[0]["flow"]).all()
