@@ -24,7 +24,7 @@ import numpy as np
 
 from model.kinds.sequence.backbone import SequenceBackboneConfig
 from model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKindConfig, SequenceOptions
-from model.kinds.sequence.preprocessing import disjoint_windows, fit_scaling, slow_sensors
+from model.kinds.sequence.preprocessing import consecutive_blocks, fit_scaling, slow_sensors
 from model.kinds.sequence.windows import segment_bounds
 from training.data import DataError
 from training.sequence_data import WindowSplit, pair_starts, split_windows, time_split_bounds
@@ -35,10 +35,10 @@ def _inputs(windows: np.ndarray) -> SequenceInputs:
     return SequenceInputs(windows, np.arange(len(windows), dtype=np.int64))
 
 
-def _slow_sensors(sensors: list[str], values: np.ndarray, train_pairs: np.ndarray, window: int) -> list[str]:
-    """`slow_sensors` over disjoint windows of the training rows of the longest series."""
+def _slow_sensors(sensors: list[str], values: np.ndarray, train_pairs: np.ndarray) -> list[str]:
+    """`slow_sensors` over consecutive blocks of the training rows of the longest series."""
     lo, hi = max(train_pairs.reshape(-1, 2).tolist(), key=lambda pair: pair[1] - pair[0])
-    return slow_sensors(sensors, disjoint_windows(values[lo:hi], window))
+    return slow_sensors(sensors, consecutive_blocks(values[lo:hi]))
 
 
 def calibration_stride_for(cal_pairs: np.ndarray, window: int, target_fpr: float) -> int:
@@ -92,7 +92,7 @@ def fit_sequence_detector(
         calibration_stride=calibration_stride,
         time_column=time_column,
         series_column=series_column,
-        relative_sensors=_relative(options, sensors, lambda: _slow_sensors(sensors, values, train_pairs, window)),
+        relative_sensors=_relative(options, sensors, lambda: _slow_sensors(sensors, values, train_pairs)),
         sensor_dof=_dof(options),
     )
     return _fit(SequenceKind(kind_config), split, config, version, progress, started)
@@ -130,7 +130,9 @@ def fit_sequence_windows(
         network=_network(options, window, channels),
         stride=1,
         calibration_stride=1,
-        relative_sensors=_relative(options, sensors, lambda: slow_sensors(sensors, split.train)),
+        relative_sensors=_relative(
+            options, sensors, lambda: slow_sensors(sensors, consecutive_blocks(split.train.reshape(-1, channels)))
+        ),
         sensor_dof=_dof(options),
     )
     return _fit(SequenceKind(kind_config), split, config, version, progress, started)

@@ -80,3 +80,17 @@ def test_train_and_score_ready_made_windows_from_npz(tmp_path: Path):
     assert main([*argv, "--window", "8", "--device", "cpu"]) == 2
     np.savez(test, X=windows[:3, :8], sensors=np.array(["pressure", "flow"]))
     assert main(["score", str(model), str(test), "--device", "cpu"]) == 2
+
+
+def test_level_and_sensor_likelihood_flags_reach_the_manifest(tmp_path: Path):
+    data = tmp_path / "stream.csv"
+    write_stream(data)
+    model = tmp_path / "model"
+    argv = ["train", str(data), "--out", str(model), "--time-column", "time", "--window", "8", "--epochs", "1"]
+    flags = ["--level", "relative", "--sensor-likelihood", "gaussian", "--quiet", "--device", "cpu"]
+    assert main([*argv, *flags]) == 0
+    kind_config = json.loads((model / "manifest.json").read_text())["kind_config"]
+    assert kind_config["relative_sensors"] == ["pressure", "flow"] and kind_config["sensor_dof"] is None
+    assert main([*argv, "--quiet", "--device", "cpu"]) == 0  # defaults: auto (nothing drifts here), Student-t
+    kind_config = json.loads((model / "manifest.json").read_text())["kind_config"]
+    assert kind_config["relative_sensors"] == [] and kind_config["sensor_dof"] == 4

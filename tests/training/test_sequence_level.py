@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.kinds.sequence.preprocessing import disjoint_windows, slow_sensors, window_levels
+from model.kinds.sequence.preprocessing import consecutive_blocks, slow_sensors, window_levels
 from training.sequence import fit_sequence_detector, sequence_train_config
 
 
@@ -20,10 +20,14 @@ def drifting_stream(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_slow_sensors_are_those_whose_level_moves_between_windows():
-    windows = disjoint_windows(drifting_stream(305), 10)
-    assert windows.shape == (30, 10, 3)
-    assert slow_sensors(["pressure", "flow", "temperature"], windows) == ["temperature"]
-    assert slow_sensors(["a", "b", "c"], windows[:1]) == []  # one window decides nothing
+    blocks = consecutive_blocks(drifting_stream(303))
+    assert blocks.shape == (4, 75, 3)
+    assert slow_sensors(["pressure", "flow", "temperature"], blocks) == ["temperature"]
+    assert slow_sensors(["a", "b", "c"], blocks[:1]) == []  # one block decides nothing
+    # A cycle longer than a model window (60 rows against 10) but shorter than a block is no drift.
+    t = np.arange(800)
+    cycle = np.sin(2 * np.pi * t / 60)[:, None]
+    assert slow_sensors(["pressure"], consecutive_blocks(cycle)) == []
 
 
 def test_window_levels_ignore_missing_readings():

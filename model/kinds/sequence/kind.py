@@ -57,21 +57,21 @@ class SequenceOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window: int = Field(default=30, ge=2, description="time steps per window")
+    window: int = Field(default=15, ge=2, description="time steps per window")
     stride: int = Field(default=1, ge=1, description="steps between training windows")
     calibration_stride: int | None = Field(
-        default=None, ge=1, description="steps between calibration windows (default: the window, no shared rows)"
+        default=None, ge=1, description="steps between calibration windows (default: calibration_stride_for)"
     )
     architecture: Literal["recurrent", "conv"] = Field(default="conv", description="sequence backbone")
     cell: Literal["gru", "lstm"] = Field(default="gru", description="recurrent cell of recurrent sequence models")
     hidden_size: int = Field(default=64, ge=1, description="recurrent state size of sequence models")
     sensor_logvar_min: float = Field(default=-4.6, le=0.0, description="floor of a sensor's log-variance")
     sensor_likelihood: Literal["gaussian", "student_t"] = Field(
-        default="gaussian", description="distribution of a sensor reading given the code"
+        default="student_t", description="distribution of a sensor reading given the code"
     )
     sensor_dof: int = Field(default=4, ge=1, description="degrees of freedom of the student_t sensor likelihood")
     level: Literal["absolute", "auto", "relative"] = Field(
-        default="absolute",
+        default="auto",
         description="sensor levels: absolute; relative to each window's mean for every sensor; or auto, "
         "relative for the slow sensors whose level drifts between training windows",
     )
