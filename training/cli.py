@@ -23,7 +23,7 @@ from model.detector import Detector
 from model.errors import InputError, ModelError
 from model.families import FAMILIES
 from model.kinds.tabular.kind import TabularKind
-from model.kinds.tabular.schema import read_schema
+from model.kinds.tabular.schema import Schema, read_schema
 from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
 from training.data import DataError, anomaly_labels, normal_mask, read_table
@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--active-threshold", default="warn", help="the threshold behind is_anomaly")
     train.add_argument("--model-version", help="version string reported by the service (default: UTC timestamp)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--stream",
+        action="store_true",
+        help="tabular .parquet/.csv larger than memory: read in record batches (see README, Scaling out)",
+    )
+    train.add_argument("--chunk-rows", type=int, default=65_536, help="--stream: rows per record batch")
+    train.add_argument("--loader-workers", type=int, default=0, help="--stream: DataLoader worker processes")
 
     score = commands.add_parser("score", help="score a file with a trained model")
     score.add_argument("model_dir", type=Path)
@@ -197,6 +204,8 @@ def train_command(args: argparse.Namespace) -> int:
     if kind == "sequence":
         return train_sequences(args, config)
     overrides = read_schema(args.schema) if args.schema else None
+    if args.stream:
+        return _train_stream(args, config, overrides)
     table = read_table(args.data, args.label_column, args.exclude_columns, overrides)
     columns = table.columns
     if table.labels is not None:
@@ -210,6 +219,27 @@ def train_command(args: argparse.Namespace) -> int:
     summary = result.summary
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
     print("\n".join(training_report(manifest, summary, "row", 4)))
+    return 0
+
+
+def _train_stream(args: argparse.Namespace, config: TrainConfig, overrides: Schema | None) -> int:
+    """`train --stream`: the tabular fit of `training.streaming`, one record batch at a time."""
+    from training.streaming import ReadOptions, fit_stream
+
+    options = ReadOptions(
+        chunk_rows=args.chunk_rows,
+        label_column=args.label_column,
+        normal_value=args.normal_value,
+        exclude=list(args.exclude_columns),
+    )
+    result = fit_stream(
+        args.data, config, options, overrides, args.model_version, not args.quiet, workers=args.loader_workers
+    )
+    if not result.world.is_writer:
+        return 0
+    manifest = result.detector.save(args.out)
+    print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
+    print("\n".join(training_report(manifest, result.summary, "row", 4)))
     return 0
 
 
