@@ -141,6 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, help=".csv, .jsonl (sequences also .parquet); default JSON lines on stdout")
     score.add_argument("--explain", type=int, default=3, help="top features per row")
     score.add_argument("--device", default="auto")
+    score.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="dask: read_parquet → map_partitions(score_frame) → to_parquet on a Dask cluster (--out: a folder)",
+    )
+    score.add_argument("--scheduler", help="--engine dask: scheduler address (default: a LocalCluster)")
+    score.add_argument("--dask-workers", type=int, default=2, help="--engine dask: LocalCluster worker processes")
+    score.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        help="tables: score in record batches of this many rows, bounded memory (implied by --out .parquet)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="AUROC, AUPRC and F1 at each threshold on labelled data")
     evaluate.add_argument("model_dir", type=Path)
@@ -275,6 +289,8 @@ def score_command(args: argparse.Namespace) -> int:
         return score_images_file(args, loaded)
     if loaded.kind.name == "sequence":
         return score_sequences_file(args, loaded)
+    if args.engine == "dask" or args.batch_rows or (args.out is not None and args.out.suffix.lower() == ".parquet"):
+        return _score_in_batches(args, loaded)
     detector, _, columns = _load_scoring_input(loaded, args)
     results = detector.score_results(columns, explain=args.explain)
     if args.out is None:
@@ -293,6 +309,24 @@ def score_command(args: argparse.Namespace) -> int:
     else:
         raise DataError(f"{args.out}: --out must end in .csv or .jsonl")
     print(f"{len(results)} rows scored → {args.out}", file=sys.stderr)
+    return 0
+
+
+def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
+    """Tables in bounded memory: record batches in one process, or partitions on Dask."""
+    from training.batch_scoring import score_file_dask, score_file_streaming
+
+    if args.engine == "dask":
+        if args.out is None:
+            raise DataError("--engine dask needs --out (a Parquet folder)")
+        device = "cpu" if args.device == "auto" else args.device
+        rows = score_file_dask(
+            args.model_dir, args.data, args.out, args.scheduler, args.explain, device, args.dask_workers
+        )
+    else:
+        rows = score_file_streaming(detector, args.data, args.out, args.explain, args.batch_rows or 65_536)
+    if args.out is not None:
+        print(f"{rows} rows scored → {args.out}", file=sys.stderr)
     return 0
 
 
