@@ -9,6 +9,7 @@ Scoring large inputs runs in fixed-size chunks so memory stays bounded whatever 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,25 @@ from model.families import FAMILIES
 from model.families.base import Family, FamilyNetwork
 from model.kinds import KINDS
 from model.kinds.base import DataKind
+from model.latent import LatentCode, encode_in_chunks, interpolate_codes, interpolation_weights
 from model.scoring import ScoreBatch, ScoreTerms, posterior_noise, score_in_chunks
 from model.thresholds import ThresholdSet, p_values, sort_calibration
 
-__all__ = ["Detector", "ScoreBatch", "load_detector", "resolve_device"]
+__all__ = ["Detector", "Interpolation", "ScoreBatch", "load_detector", "resolve_device"]
+
+
+@dataclass
+class Interpolation:
+    """`Detector.interpolate`: weights t (steps,), codes (steps, L), and the decoded points."""
+
+    t: np.ndarray
+    codes: np.ndarray
+    points: list[Any]
+
+
+def interpolation_count_message(count: int, unit: str) -> str:
+    """The error for a body that does not hold exactly two inputs."""
+    return f"interpolation needs exactly 2 inputs (the two ends), got {count} {unit}{'' if count == 1 else 's'}"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -117,9 +133,40 @@ class Detector:
         """
         return self.kind.reconstruct(inputs, self.terms(inputs, self.noise[:1]))
 
-    def encode(self, inputs: Any) -> np.ndarray:
-        """Posterior means (B, L): the latent coordinates of each input."""
-        return self.terms(inputs).latent_mean
+    # -- the latent space ------------------------------------------------------------------------
+
+    def encode(self, inputs: Any) -> LatentCode:
+        """The code of each checked input: posterior mean (B, L), and std (B, L) where the family
+        has a posterior (see `model.latent`); in chunks of `scoring.chunk_size`, no noise drawn."""
+        return encode_in_chunks(self.network, self.kind.batch(inputs), self.manifest.scoring.chunk_size, self.device)
+
+    def encode_results(self, inputs: Any) -> list[dict[str, object]]:
+        """`/encode` result objects, in input order: `mean`, `std` (families with a posterior only)
+        and the kind's identifying fields (a sequence window's `row`, `timestamp`)."""
+        code = self.encode(inputs)
+        keys = self.kind.input_keys(inputs)
+        means = code.mean.tolist()
+        if code.std is None:
+            return [{**keys[i], "mean": means[i]} for i in range(len(means))]
+        stds = code.std.tolist()
+        return [{**keys[i], "mean": means[i], "std": stds[i]} for i in range(len(means))]
+
+    def interpolate(self, inputs: Any, steps: int) -> Interpolation:
+        """Decode `steps` codes on the line between the codes of exactly two checked inputs, ends
+        included (`model.latent.interpolate_codes`); each point is the kind's most likely input at
+        its code (records, PNGs, windows). Raises `InputError` for another count of inputs."""
+        count = self.kind.count(inputs)
+        if count != 2:
+            raise InputError([InputIssue((), interpolation_count_message(count, self.kind.result_unit), "input_count")])
+        code = self.encode(inputs)
+        t = interpolation_weights(steps)
+        z = interpolate_codes(code.mean[0], code.mean[1], steps)
+        condition = None
+        if self.kind.condition_spec() is not None:  # a conditional model: the path runs between the two contexts too
+            ends = self.kind.batch(inputs).condition.double().numpy()  # (2, C) one-hot
+            condition = torch.from_numpy(interpolate_codes(ends[0], ends[1], steps)).float()
+        decoded = self.decode_codes(torch.from_numpy(z).float(), condition)
+        return Interpolation(t=t, codes=z, points=self.kind.render_expected(decoded))
 
     # -- the generative side ----------------------------------------------------------------------
 
@@ -130,13 +177,20 @@ class Detector:
         """Decode n codes z ~ N(0, temperature² I), in chunks of `scoring.chunk_size` (bounded
         decoder memory, as when scoring); the kind's decoder output on the CPU. A conditional model
         decodes given `condition`, the (n, V) value positions of its `condition_spec`."""
-        z = (torch.randn(n, self.network.latent_dim, generator=generator) * temperature).to(self.device)
+        z = torch.randn(n, self.network.latent_dim, generator=generator) * temperature
         spec = self.kind.condition_spec()
-        c = spec.one_hot(condition).to(self.device) if spec is not None and condition is not None else None
+        return self.decode_codes(z, spec.one_hot(condition) if spec is not None and condition is not None else None)
+
+    @torch.inference_mode()
+    def decode_codes(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> Any:
+        """Decode codes z (n, L), given the condition's one-hot encoding (n, C) for a conditional
+        model, in chunks of `scoring.chunk_size`; the kind's decoder output on the CPU."""
+        z = z.to(self.device)
+        c = None if condition is None else condition.to(self.device)
         chunk = self.manifest.scoring.chunk_size
         parts = [
             self.network.decode_given(z[start : start + chunk], None if c is None else c[start : start + chunk]).cpu()
-            for start in range(0, max(n, 1), chunk)
+            for start in range(0, max(len(z), 1), chunk)
         ]
         return parts[0] if len(parts) == 1 else type(parts[0]).cat(parts)
 

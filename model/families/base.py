@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from model.kinds.base import DataKind
+from model.latent import LatentCode
 from model.scoring import ScoreMethod, ScoreTerms
 
 
@@ -80,6 +81,14 @@ class FamilyNetwork(nn.Module):
         (`Family.conditional`) override this."""
         assert condition is None, "an unconditional family was given a condition"
         return self.decode(z)
+
+    def latent_code(self, batch: Any) -> LatentCode:
+        """The code of each input of a batch on the network's device, deterministic (no noise):
+        the posterior mean (B, L) and, for families with a posterior q(z|x), its standard deviation
+        (B, L); a deterministic autoencoder gives its code and `std=None`. The mean is the code the
+        family's `score` decodes (`ScoreTerms.latent_mean`), and `decode(mean)` gives that
+        reconstruction: `/encode` and `/interpolate` rely on both (see `model.latent`)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, lo
 from model.errors import UnsupportedError
 from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
 from model.kinds.base import DataKind
+from model.latent import LatentCode
 from model.scoring import ScoreMethod, ScoreTerms
 
 
@@ -81,6 +82,11 @@ class CVAENetwork(FamilyNetwork):
         h = self.encoder(batch.x_in)  # (B, H)
         mu, logvar = self.head(torch.cat([h, batch.condition], dim=-1)).chunk(2, dim=-1)
         return mu, logvar.clamp(*LATENT_LOGVAR_RANGE)
+
+    def latent_code(self, batch: Any) -> LatentCode:
+        """mu and sigma = exp(logvar / 2) of q(z | x, c), logvar clamped as in scoring."""
+        mu, logvar = self.encode(batch)
+        return LatentCode(mu.double().cpu().numpy(), torch.exp(0.5 * logvar.double()).cpu().numpy())
 
     def decode(self, z: torch.Tensor) -> Any:
         raise UnsupportedError(

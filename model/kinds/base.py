@@ -182,6 +182,17 @@ class DataKind(Protocol):
         them in their condition columns), None for an unconditional model."""
         ...
 
+    def render_expected(self, decoded: Any) -> list[Any]:
+        """Decoder outputs → the most likely input at each code, JSON-ready, as `/reconstruct`
+        shows a reconstruction (records in original units, base64 PNGs at the model's geometry,
+        sensor windows): what `/interpolate` returns along its path."""
+        ...
+
+    def input_keys(self, inputs: Any) -> list[dict[str, object]]:
+        """Per input, the fields besides its position that `/score` uses to identify it in a
+        result (a sequence window's closing `row` and `timestamp`); `{}` where order is enough."""
+        ...
+
     def render_grid(self, decoded: Any) -> str:
         """Decoder outputs → one base64 PNG; raises `UnsupportedError` for kinds without pictures."""
         ...

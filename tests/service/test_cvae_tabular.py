@@ -221,3 +221,16 @@ def test_cli_trains_scores_and_refuses_a_missing_condition(tmp_path: Path, capsy
         main(["train", str(data), "--out", str(tmp_path / "m2"), "--condition-columns", CONTEXT, "--epochs", "1"]) == 2
     )
     assert "models none" in capsys.readouterr().err
+
+
+def test_encode_and_interpolate_run_given_the_condition(cvae_client: TestClient):
+    rows = [record("s0", 0.0), record("s3", 12.0)]
+    encoded = cvae_client.post("/encode", json={"records": rows})
+    assert encoded.status_code == 200, encoded.text
+    assert all(len(r["mean"]) == 2 and len(r["std"]) == 2 for r in encoded.json()["results"])
+    response = cvae_client.post("/interpolate", json={"records": rows, "steps": 5})
+    assert response.status_code == 200, response.text
+    amounts = [point["amount"] for point in response.json()["points"]]
+    assert amounts[0] == pytest.approx(0.0, abs=1.5) and amounts[-1] == pytest.approx(12.0, abs=1.5)
+    missing = cvae_client.post("/encode", json={"records": [{"amount": 1.0, "duration": 0.5, "noise": 0.0}]})
+    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "records", 0, CONTEXT]

@@ -295,6 +295,13 @@ class ImageKind:
         """Samples as base64 PNGs (their label is the request's condition)."""
         return [png_base64(image) for image in self.sample_pixels(decoded)]
 
+    def render_expected(self, decoded: ImageDecoderOutput) -> list[str]:
+        """E[x | z] at each code as base64 PNGs at the model's geometry."""
+        return [png_base64(image) for image in self.sample_pixels(decoded)]
+
+    def input_keys(self, inputs: ImageInputs) -> list[dict[str, object]]:
+        return [{} for _ in range(len(inputs))]
+
     def render_grid(self, decoded: ImageDecoderOutput) -> str:
         """Samples tiled into one base64 PNG."""
         return png_base64(image_grid(self.sample_pixels(decoded)))

@@ -280,6 +280,18 @@ class SequenceKind:
         windows = self._draw(decoded, generator)
         return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in windows]
 
+    def render_expected(self, decoded: SequenceDecoderOutput) -> list[dict[str, object]]:
+        """E[x | z] at each code: one list of T values per sensor, in sensor units."""
+        means = self.scaling.to_original(decoded.mean.cpu().double().numpy())  # (n, T, C)
+        return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in means]
+
+    def input_keys(self, inputs: SequenceInputs) -> list[dict[str, object]]:
+        """Each window's closing row (and its timestamp when the request sent them), as in `/score`."""
+        rows = inputs.rows.tolist()
+        if inputs.timestamps is None:
+            return [{"row": row} for row in rows]
+        return [{"row": row, "timestamp": stamp} for row, stamp in zip(rows, inputs.timestamps, strict=True)]
+
     def render_grid(self, decoded: SequenceDecoderOutput) -> str:
         from model.errors import UnsupportedError
 

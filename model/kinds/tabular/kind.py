@@ -208,14 +208,29 @@ class TabularKind:
 
     def expected_columns(self, terms: ScoreTerms) -> dict[str, list[object]]:
         """`expected_records` as one list per feature."""
-        expected: DecoderOutput = terms.expected
+        return self.decoded_columns(terms.expected)
+
+    def decoded_columns(self, decoded: DecoderOutput) -> dict[str, list[object]]:
+        """The most likely record at each decoded code (numeric means, the likeliest category and
+        boolean), in original units, as one list per feature."""
+        decoded = decoded.cpu()
+        n = decoded.numeric_mean.shape[0]
         category_index = (
-            np.stack([logits.argmax(-1).numpy() for logits in expected.category_logits], axis=1)
-            if expected.category_logits
-            else np.zeros((len(terms.score), 0), dtype=np.int64)
+            np.stack([logits.argmax(-1).numpy() for logits in decoded.category_logits], axis=1)
+            if decoded.category_logits
+            else np.zeros((n, 0), dtype=np.int64)
         )
-        boolean_value = (expected.boolean_logits > 0).numpy().astype(np.float64)
-        return self.codec.decode_columns(expected.numeric_mean.double().numpy(), category_index, boolean_value)
+        boolean_value = (decoded.boolean_logits > 0).numpy().astype(np.float64)
+        return self.codec.decode_columns(decoded.numeric_mean.double().numpy(), category_index, boolean_value)
+
+    def render_expected(self, decoded: DecoderOutput) -> list[dict[str, object]]:
+        """The most likely record at each code, in original units (as `/reconstruct` shows it)."""
+        columns = self.decoded_columns(decoded)
+        n = decoded.numeric_mean.shape[0]
+        return [{name: columns[name][i] for name in self.schema.names} for i in range(n)]
+
+    def input_keys(self, inputs: Columns) -> list[dict[str, object]]:
+        return [{} for _ in range(self.count(inputs))]
 
     def reconstruct(self, inputs: Columns, terms: ScoreTerms) -> list[dict[str, object]]:
         """Reconstruction (denoised record, missing entries imputed) and per-feature errors."""
