@@ -25,9 +25,7 @@ SEGMENT_SPACING = 4.0
 """Distance between neighbouring segments' mean amounts, in the amount's within-segment std."""
 
 
-def contextual_columns(
-    n_normal: int, n_anomalous: int = 0, segments: int = 4, seed: int = 0
-) -> dict[str, np.ndarray]:
+def contextual_columns(n_normal: int, n_anomalous: int = 0, segments: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     """Columns `segment`, `amount`, `duration`, `noise`, `label` (see the module docstring); rows
     shuffled, anomalies (label 1) last before the shuffle."""
     if segments < 2:

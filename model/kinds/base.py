@@ -197,9 +197,7 @@ class DataKind(Protocol):
         """Decoder outputs → one base64 PNG; raises `UnsupportedError` for kinds without pictures."""
         ...
 
-    def inputs_from_decoded(
-        self, decoded: Any, generator: torch.Generator, condition: np.ndarray | None = None
-    ) -> Any:
+    def inputs_from_decoded(self, decoded: Any, generator: torch.Generator, condition: np.ndarray | None = None) -> Any:
         """Checked inputs made from decoder outputs (under `condition`, as in `render_samples`):
         what warm-up scores."""
         ...
