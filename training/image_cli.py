@@ -87,6 +87,8 @@ def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
     result = fit_image_detector(
         pixels, spec, config, version=args.model_version, progress=not args.quiet, condition=condition, labels=positions
     )
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"image model {manifest.model_id} (version {manifest.version}) written to {args.out}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from model.kinds.sequence.backbone import SequenceBackboneConfig
 from model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKindConfig, SequenceOptions
-from model.kinds.sequence.preprocessing import fit_scaling
+from model.kinds.sequence.preprocessing import fit_scaling, slow_sensors
 from model.kinds.sequence.windows import segment_bounds
 from training.sequence_data import pair_starts, split_windows, time_split_bounds
 from training.trainer import TrainConfig, TrainResult, fit
@@ -28,6 +28,12 @@ from training.trainer import TrainConfig, TrainResult, fit
 
 def _inputs(windows: np.ndarray) -> SequenceInputs:
     return SequenceInputs(windows, np.arange(len(windows), dtype=np.int64))
+
+
+def _slow_sensors(sensors: list[str], values: np.ndarray, train_pairs: np.ndarray, window: int) -> list[str]:
+    """`slow_sensors` on the training rows of the longest series (the ratio ignores the scale)."""
+    lo, hi = max(train_pairs.reshape(-1, 2).tolist(), key=lambda pair: pair[1] - pair[0])
+    return slow_sensors(sensors, values[lo:hi], window)
 
 
 def fit_sequence_detector(
@@ -55,6 +61,11 @@ def fit_sequence_detector(
         values, bounds, window, options.stride, calibration_stride, config.validation_fraction,
         config.calibration_fraction,
     )  # fmt: skip
+    relative = {
+        "absolute": [],
+        "relative": list(sensors),
+        "auto": _slow_sensors(sensors, values, train_pairs, window),
+    }[options.level]
     network = SequenceBackboneConfig(
         window=window,
         sensors=len(sensors),
@@ -71,6 +82,7 @@ def fit_sequence_detector(
             calibration_stride=calibration_stride,
             time_column=time_column,
             series_column=series_column,
+            relative_sensors=relative,
         )
     )
     batches = (

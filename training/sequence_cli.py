@@ -37,6 +37,8 @@ def train_sequences(args: argparse.Namespace, config: TrainConfig) -> int:
         time_column=args.time_column,
         series_column=args.series_column,
     )
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
     print("\n".join(training_report(manifest, result.summary, "window", 4)))
