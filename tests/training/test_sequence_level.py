@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.kinds.sequence.preprocessing import slow_sensors, window_levels
+from model.kinds.sequence.preprocessing import disjoint_windows, slow_sensors, window_levels
 from training.sequence import fit_sequence_detector, sequence_train_config
 
 
@@ -20,8 +20,10 @@ def drifting_stream(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_slow_sensors_are_those_whose_level_moves_between_windows():
-    assert slow_sensors(["pressure", "flow", "temperature"], drifting_stream(300), 10) == ["temperature"]
-    assert slow_sensors(["a"], drifting_stream(15)[:, :1], 10) == []  # fewer than two windows: none
+    windows = disjoint_windows(drifting_stream(305), 10)
+    assert windows.shape == (30, 10, 3)
+    assert slow_sensors(["pressure", "flow", "temperature"], windows) == ["temperature"]
+    assert slow_sensors(["a", "b", "c"], windows[:1]) == []  # one window decides nothing
 
 
 def test_window_levels_ignore_missing_readings():

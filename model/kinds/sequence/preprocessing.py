@@ -51,24 +51,29 @@ def fit_scaling(sensors: list[str], values: np.ndarray) -> SensorScaling:
     return SensorScaling(sensors=sensors, mean=mean.tolist(), std=std.tolist())
 
 
-def slow_sensors(sensors: list[str], values: np.ndarray, window: int) -> list[str]:
-    """The sensors of `values` (N, C), one time-ordered series, whose level drifts between windows.
+def slow_sensors(sensors: list[str], windows: np.ndarray) -> list[str]:
+    """The sensors whose level drifts between the windows (n, T, C) (NaN = missing).
 
-    Cuts the rows into disjoint windows of `window` rows and compares, per sensor, the standard
-    deviation of the window means with the mean standard deviation inside a window (ratio above
-    `SLOW_RATIO`). Such a sensor carries a level that the training rows cannot pin down (a rig
-    warming up), so a model of its absolute value alarms on every later normal row.
+    Compares, per sensor, the standard deviation of the window means with the mean standard
+    deviation inside a window (ratio above `SLOW_RATIO`). Such a sensor carries a level that the
+    training rows cannot pin down (a rig warming up), so a model of its absolute value alarms on
+    every later normal row. Fewer than two windows decide nothing: none is slow. The ratio does not
+    depend on the sensors' scale, so raw or standardised values give the same answer.
     """
-    n = (len(values) // window) * window
-    if n < 2 * window:
+    if len(windows) < 2:
         return []
-    blocks = values[:n].reshape(n // window, window, -1)  # (windows, T, C)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        between = np.nanstd(np.nanmean(blocks, axis=1), axis=0)
-        within = np.nanmean(np.nanstd(blocks, axis=1), axis=0)
+        between = np.nanstd(np.nanmean(windows, axis=1), axis=0)
+        within = np.nanmean(np.nanstd(windows, axis=1), axis=0)
     ratio = between / np.maximum(within, MIN_STD)
     return [s for s, r in zip(sensors, ratio.tolist(), strict=True) if np.isfinite(r) and r > SLOW_RATIO]
+
+
+def disjoint_windows(values: np.ndarray, window: int) -> np.ndarray:
+    """Rows (N, C) of one series cut into consecutive windows that share no row: (N // T, T, C)."""
+    n = (len(values) // window) * window
+    return values[:n].reshape(n // window, window, -1)
 
 
 def window_levels(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
