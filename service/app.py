@@ -31,6 +31,7 @@ from service.reload import router as reload_router
 from service.routes import router
 from service.settings import Settings, get_settings
 from service.state import ServiceState
+from service.v2 import router as v2_router
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(reload_router)
+    app.include_router(v2_router)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
 
     app.add_middleware(RequestMetricsMiddleware, fastapi_app=app, state=state)
