@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -29,6 +30,7 @@ from service.schemas import (
     ThresholdUpdate,
 )
 from service.state import ServiceState, get_state
+from service.threshold_file import ThresholdFileError, artifact_thresholds, write_through
 
 router = APIRouter()
 Body = TypeVar("Body", bound=BaseModel)
@@ -202,7 +204,8 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
 )
 async def sample(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Draw new records or images from the model (z from the prior, then x from p(x|z)); image
-    models can return them tiled into one PNG (`grid`)."""
+    models can return them tiled into one PNG (`grid`). Conditional models (cvae) draw x given the
+    body's `condition`, which they require."""
     body = await read_body(request, SampleRequest)
     if body.n > state.settings.max_samples:
         raise ApiError(
@@ -214,9 +217,9 @@ async def sample(request: Request, state: ServiceState = Depends(get_state)) -> 
     detector, _ = state.loaded()
     seed = body.seed if body.seed is not None else secrets.randbits(62)
     if body.grid:  # kinds without pictures answer 422 (`UnsupportedError`), as do families without samples
-        grid = await state.compute(lambda: detector.sample_grid(body.n, seed, body.temperature))
+        grid = await state.compute(lambda: detector.sample_grid(body.n, seed, body.temperature, body.condition))
         return _json({"model": _model_ref(detector), "seed": seed, "grid": grid})
-    samples = await state.compute(lambda: detector.sample(body.n, seed, body.temperature))
+    samples = await state.compute(lambda: detector.sample(body.n, seed, body.temperature, body.condition))
     return _json({"model": _model_ref(detector), "seed": seed, "samples": samples})
 
 
@@ -259,14 +262,15 @@ async def interpolate(request: Request, state: ServiceState = Depends(get_state)
     options = _validate(InterpolateOptions, {"steps": data.pop("steps")} if "steps" in data else {})
     body = _parse_inputs(data, state, detector)
     kind = detector.kind
-    field = next(f for f in (*kind.batch_fields, *kind.input_fields) if f in data)  # the kind check found one
+    field = next((f for f in (*kind.batch_fields, *kind.input_fields) if f in data), None)
+    loc: tuple[str, ...] = ("body", field) if field else ("body",)
     max_pixels = state.settings.max_image_pixels
 
     def run() -> Interpolation:
         inputs = check_inputs(detector, body, max_pixels)
         count = kind.count(inputs)
         if count != 2:
-            raise ApiError(422, interpolation_count_message(count, kind.result_unit), "input_count", ("body", field))
+            raise ApiError(422, interpolation_count_message(count, kind.result_unit), "input_count", loc)
         return detector.interpolate(inputs, options.steps)
 
     result = await state.compute(run)
@@ -334,13 +338,29 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
     with state.threshold_lock:
         detector, _ = state.loaded()  # under the lock: a reload swaps the model while holding it
         current = detector.thresholds
-        if body.value is not None:
+        path = state.settings.thresholds_file
+        if path is not None:  # every worker and replica reading the file gets it
+            updated = _write_through(path, detector, {"name": name, "value": body.value, "target_fpr": body.target_fpr})
+        elif body.value is not None:
             updated = current.with_value(name, body.value)
         else:
             assert body.target_fpr is not None
             updated = current.with_target(name, body.target_fpr)
         state.replace_thresholds(updated)
-    return _json(_thresholds_payload(updated))
+    return _json({**_thresholds_payload(updated), "applies_to": _applies_to(state)})
+
+
+def _write_through(path: Path, detector: Detector, change: dict[str, Any]) -> ThresholdSet:
+    try:
+        return write_through(path, artifact_thresholds(detector), change)
+    except ThresholdFileError as exc:
+        raise ApiError(409, str(exc), "thresholds_file") from exc
+
+
+def _applies_to(state: ServiceState) -> str:
+    """Who sees a threshold change: the file's readers, or the worker that answered."""
+    path = state.settings.thresholds_file
+    return f"every worker and replica reading {path}" if path is not None else "this worker only"
 
 
 @router.put(
@@ -360,9 +380,10 @@ async def put_active_threshold(request: Request, state: ServiceState = Depends(g
         if body.name not in current.thresholds:
             known = ", ".join(sorted(current.thresholds))
             raise ApiError(404, f"no threshold named {body.name!r}; known: {known}", "not_found", ("body", "name"))
-        updated = current.with_active(body.name)
+        path = state.settings.thresholds_file
+        updated = _write_through(path, detector, {"active": body.name}) if path else current.with_active(body.name)
         state.replace_thresholds(updated)
-    return _json(_thresholds_payload(updated))
+    return _json({**_thresholds_payload(updated), "applies_to": _applies_to(state)})
 
 
 @router.get("/model", tags=["model"])
