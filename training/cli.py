@@ -1,4 +1,4 @@
-"""The `vae-anomaly` command line: train, score, evaluate, serve, demo. The only argv parsing.
+"""The `vae-anomaly` command line: train, score, evaluate, encode, serve, demo. The only argv parsing.
 
 `serve` reaches `service.server.serve` through an import string, so this module never imports
 `service` (training must run without the web stack, and the dependency arrows stay one-way).
@@ -27,10 +27,12 @@ from model.kinds.tabular.schema import read_schema
 from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
 from training.data import DataError, anomaly_labels, normal_mask, read_table
+from training.encode_cli import add_encode_parser, encode_command
 from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
+from training.latent_report import write_latent_section
 from training.sequence import sequence_train_config
 from training.sequence_cli import score_sequences_file, train_sequences
 from training.tabular import fit_detector
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
     evaluate.add_argument("--device", default="auto")
 
+    add_encode_parser(commands)
+
     serve = commands.add_parser("serve", help="serve a model over HTTP")
     serve.add_argument("model_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
@@ -155,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None, help="default: as for train")
     demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
     demo.add_argument(
-        "--kind", choices=("tabular", "image"), default="tabular", help="image: 8×8 digits, one digit as normal"
+        "--kind",
+        choices=("tabular", "image", "sequence"),
+        default="tabular",
+        help="image: 8×8 digits, one digit as normal; sequence: a generated pump's sensor stream",
     )
     return parser
 
@@ -204,6 +211,8 @@ def train_command(args: argparse.Namespace) -> int:
         columns = table.take(np.flatnonzero(keep))
         logger.info("using %d normal rows of %d", int(keep.sum()), len(table))
     result = fit_detector(columns, config, overrides, version=args.model_version, progress=not args.quiet)
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
@@ -273,6 +282,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.report:
         title = f"vae-anomaly model {detector.manifest.model_id} on {args.data.name}"
         paths = write_report(args.report, scored.terms.score, labels, thresholds, metrics, title)
+        paths += write_latent_section(args.report, detector, columns, table.labels, labels)
         metrics["report"] = [str(p) for p in paths]
     print(json.dumps(metrics, indent=2))
     return 0
@@ -287,8 +297,15 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    def train(argv: list[str]) -> int:
+        return train_command(build_parser().parse_args(["train", *argv]))
+
     if args.kind == "image":
-        return demo_image(args, lambda argv: train_command(build_parser().parse_args(["train", *argv])), serve_command)
+        return demo_image(args, train, serve_command)
+    if args.kind == "sequence":
+        from training.sequence_demo import demo_sequence
+
+        return demo_sequence(args, train, serve_command)
     from training.demo_data import LABEL, demo_records, make_demo_frame
 
     data_path = args.dir / "data" / "demo.csv"
@@ -342,6 +359,7 @@ COMMANDS = {
     "train": train_command,
     "score": score_command,
     "evaluate": evaluate_command,
+    "encode": encode_command,
     "serve": serve_command,
     "demo": demo_command,
 }
@@ -362,6 +380,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, DataError, OptionsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, wait for every rank (rank 0 may still be writing the artifact), then leave
+    the process group, so no rank exits with collectives in flight."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
     spec = ImageSpec(height=height, width=width, channels=channels, resize=args.resize is not None)
     pixels = images_from_array(spec, normal).pixels
     result = fit_image_detector(pixels, spec, config, version=args.model_version, progress=not args.quiet)
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"image model {manifest.model_id} (version {manifest.version}) written to {args.out}")
