@@ -31,7 +31,8 @@ def test_broken_weights_exit_2_with_one_line(served_model: Path, workers: int):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"vae-anomaly serve: cannot serve {served_model}: {served_model / 'weights.safetensors'}")
+    weights = served_model / "weights.safetensors"
+    assert lines[0].startswith(f"vae-anomaly serve: cannot serve {served_model}: {weights}: sha256")
     assert "does not match the manifest's" in lines[0] and "Traceback" not in result.stderr
 
 
