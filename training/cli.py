@@ -327,11 +327,13 @@ def demo_command(args: argparse.Namespace) -> int:
     table = read_table(test_path, LABEL, schema=kind.schema)
     assert table.labels is not None
     labels = anomaly_labels(table.labels, None)
-    scores = detector.score(kind.columns_from_table(table.columns)).terms.score
+    columns = kind.columns_from_table(table.columns)
+    scores = detector.score(columns).terms.score
     thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
     metrics = detection_metrics(scores, labels, thresholds)
     report = args.dir / "reports" / "demo"
     write_report(report, scores, labels, thresholds, metrics, "vae-anomaly demo model on held-out demo data")
+    write_latent_section(report, detector, columns, table.labels, labels)
     print(f"held-out test set: AUROC {metrics['auroc']:.3f}, AUPRC {metrics['auprc']:.3f}")
     print(f"report: {report / 'report.md'}")
     token = os.environ.get("VAE_ANOMALY_API_TOKEN") or secrets.token_urlsafe(24)

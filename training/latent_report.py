@@ -2,8 +2,8 @@
 inputs (`Detector.encode`, the path `/encode` takes) drawn in 2-D and coloured by label.
 
 With a 2-D code the plot shows z itself; a wider code is projected on its first two principal
-components (PCA of the test codes, the share of variance each keeps in the axis label); a 1-D code
-is drawn as one histogram per label.
+components (PCA of the normal test inputs' codes when the labels say which are normal, the share
+of variance each keeps in the axis label); a 1-D code is drawn as one histogram per label.
 """
 
 from __future__ import annotations
@@ -30,21 +30,29 @@ def latent_groups(labels: np.ndarray, anomalies: np.ndarray | None = None) -> np
     return np.where(np.asarray(anomalies).astype(bool), "anomaly", "normal").astype(object)
 
 
-def project_2d(latent: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
-    """(N, 2) coordinates to draw and the axis labels: z itself for L = 2, else the first two
-    principal components of the centred codes (L > 2)."""
+def project_2d(latent: np.ndarray, fit: np.ndarray | None = None) -> tuple[np.ndarray, tuple[str, str]]:
+    """(N, 2) coordinates to draw and the axis labels: z itself for L = 2, else the codes projected
+    on the first two principal components of the codes selected by the mask `fit` (all without).
+
+    The report fits them on the normal inputs: a few far-out anomalies would otherwise claim the
+    components and squash the normal cloud into a line; the anomalies are then drawn where they
+    fall in the normal data's main directions."""
     if latent.shape[1] == 2:
         return latent, ("z1", "z2")
-    centred = latent - latent.mean(axis=0)
-    _, singular, components = np.linalg.svd(centred, full_matrices=False)
+    basis = latent if fit is None or not np.any(fit) else latent[fit]
+    centre = basis.mean(axis=0)
+    _, singular, components = np.linalg.svd(basis - centre, full_matrices=False)
     share = singular**2 / max(float(np.sum(singular**2)), 1e-300)
     labels = (f"PC 1 ({100 * share[0]:.0f} % of variance)", f"PC 2 ({100 * share[1]:.0f} % of variance)")
-    return centred @ components[:2].T, labels
+    return (latent - centre) @ components[:2].T, labels
 
 
-def latent_plot(path: Path, latent: np.ndarray, groups: np.ndarray, title: str, seed: int = 0) -> str:
+def latent_plot(
+    path: Path, latent: np.ndarray, groups: np.ndarray, title: str, normal: np.ndarray | None = None, seed: int = 0
+) -> str:
     """Draw the codes `latent` (N, L) coloured by `groups` (N,) into `path`; returns one sentence
-    saying what the axes are. Larger groups are drawn first, so rare ones (anomalies) stay visible."""
+    saying what the axes are. `normal` (N,) bool marks the inputs a PCA is fitted on (see
+    `project_2d`). Larger groups are drawn first, so rare ones (anomalies) stay visible."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,6 +61,7 @@ def latent_plot(path: Path, latent: np.ndarray, groups: np.ndarray, title: str, 
     if len(latent) > MAX_POINTS:
         keep = np.sort(np.random.default_rng(seed).choice(len(latent), MAX_POINTS, replace=False))
         latent, groups = latent[keep], groups[keep]
+        normal = None if normal is None else normal[keep]
     names, counts = np.unique(groups.astype(str), return_counts=True)
     order = [names[k] for k in np.argsort(-counts, kind="stable")]
     colour = {name: plt.cm.tab10(k % 10) for k, name in enumerate(sorted(names))}
@@ -67,17 +76,19 @@ def latent_plot(path: Path, latent: np.ndarray, groups: np.ndarray, title: str, 
         axes.set_ylabel("density")
         how = "The code is 1-D: one histogram of z1 per label."
     else:
-        coordinates, (x_label, y_label) = project_2d(latent)
+        coordinates, (x_label, y_label) = project_2d(latent, normal)
         for name in order:
             mask = text_groups == name
             points = coordinates[mask]
             axes.scatter(points[:, 0], points[:, 1], s=5, alpha=0.6, label=name, color=colour[name])
         axes.set_xlabel(x_label)
         axes.set_ylabel(y_label)
+        fitted = "normal inputs'" if normal is not None and np.any(normal) else "inputs'"
         how = (
             "Posterior means z1, z2."
             if latent.shape[1] == 2
-            else f"Posterior means of the {latent.shape[1]}-D code, projected on their first two principal components."
+            else f"Posterior means of the {latent.shape[1]}-D code, projected on the first two principal "
+            f"components of the {fitted} codes."
         )
     axes.set_title(title)
     axes.legend(markerscale=3, fontsize="small", title="label")
@@ -98,7 +109,9 @@ def write_latent_section(
     path = directory / "latent.png"
     count = len(code)
     unit = detector.kind.result_unit
-    how = latent_plot(path, code.mean, latent_groups(labels, anomalies), f"latent space of {count} test {unit}s")
+    groups = latent_groups(labels, anomalies)
+    normal = None if anomalies is None else ~np.asarray(anomalies).astype(bool)
+    how = latent_plot(path, code.mean, groups, f"latent space of {count} test {unit}s", normal)
     shown = f" {MAX_POINTS} of the {count} {unit}s are drawn (a seeded subsample)." if count > MAX_POINTS else ""
     section = ["", "## Latent space", "", f"{how}{shown} Colour: the label.", "", "![latent space](latent.png)", ""]
     with (directory / "report.md").open("a") as handle:

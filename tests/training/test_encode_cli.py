@@ -109,7 +109,7 @@ def test_report_pca_for_wider_codes(tabular_model: Path, labelled_csv: Path, tmp
     assert main([*argv, "--report", str(report)]) == 0
     assert "latent.png" in {Path(p).name for p in json.loads(capsys.readouterr().out)["report"]}
     text = (report / "report.md").read_text()
-    assert "projected on their first two principal components" in text and "3-D code" in text
+    assert "3-D code, projected on the first two principal components of the normal inputs' codes" in text
     assert matplotlib.image.imread(report / "latent.png").shape[2] in (3, 4)
 
 
@@ -121,6 +121,19 @@ def test_project_2d_keeps_the_largest_variance_directions():
     assert abs(np.corrcoef(coordinates[:, 0], latent[:, 0])[0, 1]) > 0.99
     same, names = project_2d(latent[:, :2])
     assert names == ("z1", "z2") and same is not None and np.array_equal(same, latent[:, :2])
+
+
+def test_project_2d_fits_the_components_on_the_normal_codes():
+    rng = np.random.default_rng(1)
+    normal = np.stack([3 * rng.normal(size=300), rng.normal(size=300), 0.1 * rng.normal(size=300)], 1)
+    far = np.zeros((10, 3))
+    far[:, 2] = 500.0  # a few anomalies far out along the direction normal codes barely use
+    latent = np.concatenate([normal, far])
+    mask = np.r_[np.ones(300, bool), np.zeros(10, bool)]
+    fitted, _ = project_2d(latent, mask)
+    assert abs(np.corrcoef(fitted[:300, 0], normal[:, 0])[0, 1]) > 0.99  # PC 1 is the normal spread
+    unfitted, _ = project_2d(latent)
+    assert abs(np.corrcoef(unfitted[:, 0], latent[:, 2])[0, 1]) > 0.99  # without: the anomalies claim it
 
 
 def test_latent_groups_fall_back_to_normal_and_anomaly_for_many_labels():
