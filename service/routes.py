@@ -259,14 +259,15 @@ async def interpolate(request: Request, state: ServiceState = Depends(get_state)
     options = _validate(InterpolateOptions, {"steps": data.pop("steps")} if "steps" in data else {})
     body = _parse_inputs(data, state, detector)
     kind = detector.kind
-    field = next(f for f in (*kind.batch_fields, *kind.input_fields) if f in data)  # the kind check found one
+    field = next((f for f in (*kind.batch_fields, *kind.input_fields) if f in data), None)
+    loc: tuple[str, ...] = ("body", field) if field else ("body",)
     max_pixels = state.settings.max_image_pixels
 
     def run() -> Interpolation:
         inputs = check_inputs(detector, body, max_pixels)
         count = kind.count(inputs)
         if count != 2:
-            raise ApiError(422, interpolation_count_message(count, kind.result_unit), "input_count", ("body", field))
+            raise ApiError(422, interpolation_count_message(count, kind.result_unit), "input_count", loc)
         return detector.interpolate(inputs, options.steps)
 
     result = await state.compute(run)

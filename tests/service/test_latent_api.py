@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from model.detector import load_detector
-from model.latent import MAX_INTERPOLATION_STEPS
+from model.latent import MAX_INTERPOLATION_STEPS, LatentCode
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import make_bar_images
@@ -126,6 +126,21 @@ def test_bad_records_get_the_score_routes_422s(client: TestClient, normal_record
         assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body", "records"]
     too_many = client.post("/encode", json={"records": [normal_record] * 51})
     assert too_many.status_code == 413
+
+
+def test_a_family_without_a_posterior_gets_codes_without_std(
+    client: TestClient, normal_record, anomalous_record, monkeypatch: pytest.MonkeyPatch
+):
+    """A deterministic autoencoder's `latent_code` has no std: `/encode` leaves the field out and
+    `/interpolate` works from the codes alone."""
+    network = type(client.app.state.service.loaded()[0].network)  # type: ignore[attr-defined]
+    with_std = network.latent_code
+    monkeypatch.setattr(network, "latent_code", lambda self, batch: LatentCode(with_std(self, batch).mean))
+    records = [normal_record, anomalous_record]
+    results = client.post("/encode", json={"records": records}).json()["results"]
+    assert [sorted(r) for r in results] == [["mean"], ["mean"]]
+    path = client.post("/interpolate", json={"records": records, "steps": 3})
+    assert path.status_code == 200 and np.array(path.json()["codes"]).shape == (3, 2)
 
 
 def test_latent_routes_are_counted_in_the_metrics(client: TestClient, normal_record, anomalous_record):

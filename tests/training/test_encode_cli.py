@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from model.detector import Detector
+from model.latent import LatentCode
 from tests.conftest import make_bar_images
 from training.cli import main
 from training.data import read_table
@@ -51,6 +52,22 @@ def test_encode_tabular_to_parquet_and_npz(tabular_model: Path, labelled_csv: Pa
         assert sorted(arrays) == ["mean", "std"]  # no label column named: no y
         np.testing.assert_allclose(arrays["mean"], code.mean, rtol=1e-6)
         assert arrays["mean"].dtype == np.float64
+
+
+def test_encode_without_a_posterior_writes_the_code_only(
+    tabular_model: Path, labelled_csv: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    network = type(Detector.load(tabular_model, "cpu").network)
+    with_std = network.latent_code
+    monkeypatch.setattr(network, "latent_code", lambda self, batch: LatentCode(with_std(self, batch).mean))
+    out = tmp_path / "latent.parquet"
+    assert main(["encode", str(tabular_model), str(labelled_csv), "--out", str(out), "--device", "cpu"]) == 0
+    assert "code only (family 'vae' has no posterior)" in capsys.readouterr().err
+    assert list(pd.read_parquet(out).columns) == ["mean_0", "mean_1", "mean_2"]
+    npz = tmp_path / "latent.npz"
+    assert main(["encode", str(tabular_model), str(labelled_csv), "--out", str(npz), "--device", "cpu"]) == 0
+    with np.load(npz) as arrays:
+        assert sorted(arrays) == ["mean"]
 
 
 def test_encode_refuses_other_outputs_and_bad_files(tabular_model: Path, labelled_csv: Path, tmp_path: Path, capsys):
