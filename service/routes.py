@@ -202,7 +202,8 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
 )
 async def sample(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Draw new records or images from the model (z from the prior, then x from p(x|z)); image
-    models can return them tiled into one PNG (`grid`)."""
+    models can return them tiled into one PNG (`grid`). Conditional models (cvae) draw x given the
+    body's `condition`, which they require."""
     body = await read_body(request, SampleRequest)
     if body.n > state.settings.max_samples:
         raise ApiError(
@@ -214,9 +215,9 @@ async def sample(request: Request, state: ServiceState = Depends(get_state)) -> 
     detector, _ = state.loaded()
     seed = body.seed if body.seed is not None else secrets.randbits(62)
     if body.grid:  # kinds without pictures answer 422 (`UnsupportedError`), as do families without samples
-        grid = await state.compute(lambda: detector.sample_grid(body.n, seed, body.temperature))
+        grid = await state.compute(lambda: detector.sample_grid(body.n, seed, body.temperature, body.condition))
         return _json({"model": _model_ref(detector), "seed": seed, "grid": grid})
-    samples = await state.compute(lambda: detector.sample(body.n, seed, body.temperature))
+    samples = await state.compute(lambda: detector.sample(body.n, seed, body.temperature, body.condition))
     return _json({"model": _model_ref(detector), "seed": seed, "samples": samples})
 
 

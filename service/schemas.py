@@ -24,6 +24,12 @@ class SampleRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="fixed seed → repeatable samples")
     temperature: float = Field(default=1.0, gt=0, le=10, description="scales the latent prior's spread")
     grid: bool = Field(default=False, description="image models: one PNG with all samples tiled")
+    condition: Any = Field(
+        default=None,
+        description="conditional models (cvae), required there: the context to draw under, an object of the "
+        'condition columns (tabular, e.g. {"segment": "b"}) or the label (images); samples carry it',
+        examples=[{"segment": "b"}],
+    )
 
 
 class ThresholdUpdate(BaseModel):

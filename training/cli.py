@@ -52,6 +52,13 @@ def _threshold_arg(text: str) -> tuple[str, float]:
     return name, fpr
 
 
+def _columns_arg(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct column names separated by commas, got {text!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vae-anomaly", description="VAE anomaly detection: train, score, serve.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -104,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--beta", type=float, default=None, help="beta-vae: weight of the KL term (default 4)")
     train.add_argument("--kl-warmup-epochs", type=int, default=None, help="VAE families: default 10")
+    train.add_argument(
+        "--condition-columns",
+        type=_columns_arg,
+        default=None,
+        metavar="A,B",
+        help="cvae, tabular: context columns each record is modelled given (inputs at score time, never scored); "
+        "image cvae models are conditioned on the label",
+    )
     train.add_argument(
         "--patience",
         type=int,
@@ -176,6 +191,7 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         "kl_warmup_epochs": args.kl_warmup_epochs,
         "feature_dropout": args.feature_dropout,
         "likelihood": args.likelihood,
+        "condition_columns": args.condition_columns,
     }
     fields = dict(
         **{name: value for name, value in optional.items() if value is not None},

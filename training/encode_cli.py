@@ -50,7 +50,8 @@ def _images(detector: Detector, args: argparse.Namespace) -> FileInputs:
     kind = detector.kind
     assert isinstance(kind, ImageKind)
     images = read_images(args.data, args.labels)
-    return FileInputs(kind.inputs_from_array(images.pixels), images.labels)
+    conditions = images.labels if kind.condition_spec() is not None else None  # a cvae's labels are its conditions
+    return FileInputs(kind.inputs_from_array(images.pixels, conditions), images.labels)
 
 
 def _sequences(detector: Detector, args: argparse.Namespace) -> FileInputs:

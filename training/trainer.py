@@ -416,6 +416,13 @@ def fit_rows(
         raise OptionsError(
             f"score method {method!r} is not offered by family {family.name!r} ({', '.join(family.score_methods)})"
         )
+    condition = kind.condition_spec()
+    if condition is not None and not family.conditional:
+        conditional = ", ".join(name for name, f in FAMILIES.items() if f.conditional)
+        raise OptionsError(
+            f"the data has a condition ({', '.join(condition.names)}) but family {family.name!r} models none: "
+            f"use a conditional family ({conditional}), or train without the condition"
+        )
     torch.manual_seed(config.seed)
     network = family.build(kind, family_config).to(device)
     run = train_network(network, train, validation, config, family_config.warmup_epochs(), progress, eval_chunk, world)

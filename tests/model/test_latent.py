@@ -8,6 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from model.conditions import ConditionSpec, ConditionVariable
 from model.detector import Detector, build_network
 from model.errors import InputError
 from model.families import FAMILIES
@@ -73,9 +74,14 @@ def test_every_family_gives_the_code_its_scores_decode(name: str, mixed_detector
     except ValidationError as exc:
         pytest.skip(f"family {name!r} needs options beyond the latent size: {exc.errors()[0]['msg']}")
     kind, _ = build_network(manifest)
+    records = mixed_records[:5]
+    if family.conditional:  # a conditional family needs a kind whose inputs carry a condition
+        condition = ConditionSpec(variables=[ConditionVariable(name="context", values=["a", "b"])])
+        kind = type(kind)(manifest.kind_config.model_copy(update={"condition": condition}))
+        records = [{**record, "context": "ab"[i % 2]} for i, record in enumerate(records)]
     torch.manual_seed(0)
     network = family.build(kind, family_config).eval()
-    columns = kind.columns_from_records(mixed_records[:5])
+    columns = kind.columns_from_records(records)
     batch = kind.batch(columns)
     with torch.inference_mode():
         code = network.latent_code(batch)

@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from model.conditions import ConditionSpec
 from model.errors import InputError, InputIssue
 from model.kinds.base import Corruption, InputLimits
 from model.kinds.sequence.backbone import SequenceBackboneConfig, SequenceDecoderOutput, build_sequence_backbone
@@ -135,6 +136,9 @@ class SequenceKind:
 
     def default_latent_dim(self) -> int:
         return int(min(16, max(4, self.network.sensors)))
+
+    def condition_spec(self) -> ConditionSpec | None:
+        return None  # windows carry no condition (yet): conditional families refuse sequence models
 
     # -- backbone and likelihood -------------------------------------------------------------------
 
@@ -292,7 +296,9 @@ class SequenceKind:
         z = decoded.mean.cpu() + std * torch.randn(decoded.mean.shape, generator=generator)
         return self.scaling.to_original(z.double().numpy())
 
-    def render_samples(self, decoded: SequenceDecoderOutput, generator: torch.Generator) -> list[dict[str, object]]:
+    def render_samples(
+        self, decoded: SequenceDecoderOutput, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> list[dict[str, object]]:
         """Generated windows: one list of T values per sensor."""
         windows = self._draw(decoded, generator)
         return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in windows]
@@ -314,7 +320,9 @@ class SequenceKind:
 
         raise UnsupportedError("sequence models have no sample grid; use /sample", "grid", "unsupported")
 
-    def inputs_from_decoded(self, decoded: SequenceDecoderOutput, generator: torch.Generator) -> SequenceInputs:
+    def inputs_from_decoded(
+        self, decoded: SequenceDecoderOutput, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> SequenceInputs:
         windows = self._draw(decoded, generator)
         return SequenceInputs(windows, np.arange(len(windows), dtype=np.int64) + self.window - 1)
 
