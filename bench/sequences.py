@@ -350,24 +350,51 @@ def run_seed(
     return results, proto
 
 
-def combine(paths: list[Path], markdown_path: Path | None) -> int:
-    """One table from runs of single seeds (run side by side as separate processes): the seeds'
-    pooled metrics are averaged as in a multi-seed run, per-file AUROCs too."""
-    runs = [json.loads(path.read_text()) for path in paths]
-    methods = list(runs[0]["summary"])
-    summary = {m: mean_over_seeds([ps for run in runs for ps in run["per_seed"][m]]) for m in methods}
-    per_file = {
-        file: {
-            m: float(np.mean(v))
-            if (v := [run["per_file"][file][m] for run in runs if run["per_file"][file][m] is not None])
-            else None
-            for m in methods
-        }
-        for file in runs[0]["per_file"]
+def raw_result(result: FileResult) -> dict[str, Any]:
+    """A file's test labels, scores and alarms as JSON, so runs over parts of the files combine."""
+    return {
+        "file": result.file,
+        "y": result.y.tolist(),
+        "scores": [score if np.isfinite(score) else None for score in result.scores.tolist()],
+        "predicted": result.predicted.tolist(),
+        "fit_seconds": result.fit_seconds,
+        "score_seconds": result.score_seconds,
     }
+
+
+def from_raw(method: str, row: dict[str, Any]) -> FileResult:
+    scores = np.array([-np.inf if v is None else v for v in row["scores"]], dtype=np.float64)
+    return FileResult(
+        method, row["file"], np.array(row["y"]), scores, np.array(row["predicted"]), row["fit_seconds"],
+        row["score_seconds"],
+    )  # fmt: skip
+
+
+def combine(paths: list[Path], markdown_path: Path | None) -> int:
+    """One table from runs side by side as separate processes (one seed, or some of the files,
+    each): per seed, the files of all runs are pooled as in one run, then averaged over seeds."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    by_seed: dict[str, dict[str, list[FileResult]]] = {}
+    for run in runs:
+        for seed, methods in run["rows"].items():
+            for method, rows in methods.items():
+                by_seed.setdefault(seed, {}).setdefault(method, []).extend(from_raw(method, r) for r in rows)
+    methods = list(runs[0]["summary"])
+    order = {f"{p.parent.name}/{p.stem}": i for i, p in enumerate(skab_files(DEFAULT_DATA, None))}
+    per_seed = {m: [pooled_metrics(results[m]) for results in by_seed.values()] for m in methods}
+    summary = {m: mean_over_seeds(ms) for m, ms in per_seed.items()}
+    files = sorted({r.file for results in by_seed.values() for r in results[methods[0]]}, key=lambda f: order.get(f, 0))
+    per_file: dict[str, dict[str, float | None]] = {}
+    for file in files:
+        per_file[file] = {}
+        for m in methods:
+            values = [r.auroc for results in by_seed.values() for r in results[m] if r.file == file]
+            known = [v for v in values if v is not None]
+            per_file[file][m] = float(np.mean(known)) if known else None
     meta = {
         **runs[0]["meta"],
-        "seeds": [seed for run in runs for seed in run["meta"]["seeds"]],
+        "files": len(files),
+        "seeds": sorted(int(seed) for seed in by_seed),
         "command": "; ".join(run["meta"]["command"] for run in runs)
         + "; python -m bench.sequences --combine "
         + " ".join(str(p) for p in paths),
@@ -392,8 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds if args.seeds else [args.seed]
     per_seed: dict[str, list[dict[str, float]]] = {}
     aurocs: dict[str, dict[str, list[float]]] = {}
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for seed in seeds:
         results, proto = run_seed(args, files, seed, variants)
+        raw[str(seed)] = {method: [raw_result(r) for r in rs] for method, rs in results.items()}
         for method, rs in results.items():
             per_seed.setdefault(method, []).append(pooled_metrics(rs))
             for r in rs:
@@ -421,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.out:
         args.out.write_text(
-            json.dumps({"meta": meta, "summary": summary, "per_seed": per_seed, "per_file": per_file}, indent=2)
+            json.dumps({"meta": meta, "summary": summary, "per_seed": per_seed, "per_file": per_file, "rows": raw})
         )
     if args.markdown:
         args.markdown.write_text(markdown(summary, per_file, meta))
