@@ -23,7 +23,7 @@ from model.detector import Detector
 from model.errors import InputError, ModelError
 from model.families import FAMILIES
 from model.kinds.tabular.kind import TabularKind
-from model.kinds.tabular.schema import read_schema
+from model.kinds.tabular.schema import Schema, read_schema
 from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
 from training.data import DataError, anomaly_labels, normal_mask, read_table
@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--active-threshold", default="warn", help="the threshold behind is_anomaly")
     train.add_argument("--model-version", help="version string reported by the service (default: UTC timestamp)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--stream",
+        action="store_true",
+        help="tabular .parquet/.csv larger than memory: read in record batches (see README, Scaling out)",
+    )
+    train.add_argument("--chunk-rows", type=int, default=65_536, help="--stream: rows per record batch")
+    train.add_argument("--loader-workers", type=int, default=0, help="--stream: DataLoader worker processes")
 
     score = commands.add_parser("score", help="score a file with a trained model")
     score.add_argument("model_dir", type=Path)
@@ -149,6 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, help=".csv, .jsonl (sequences also .parquet); default JSON lines on stdout")
     score.add_argument("--explain", type=int, default=3, help="top features per row")
     score.add_argument("--device", default="auto")
+    score.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="dask: read_parquet → map_partitions(score_frame) → to_parquet on a Dask cluster (--out: a folder)",
+    )
+    score.add_argument("--scheduler", help="--engine dask: scheduler address (default: a LocalCluster)")
+    score.add_argument("--dask-workers", type=int, default=2, help="--engine dask: LocalCluster worker processes")
+    score.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        help="tables: score in record batches of this many rows, bounded memory (implied by --out .parquet)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="AUROC, AUPRC and F1 at each threshold on labelled data")
     evaluate.add_argument("model_dir", type=Path)
@@ -220,6 +241,8 @@ def train_command(args: argparse.Namespace) -> int:
     if kind == "sequence":
         return train_sequences(args, config)
     overrides = read_schema(args.schema) if args.schema else None
+    if args.stream:
+        return _train_stream(args, config, overrides)
     table = read_table(args.data, args.label_column, args.exclude_columns, overrides)
     columns = table.columns
     if table.labels is not None:
@@ -233,6 +256,27 @@ def train_command(args: argparse.Namespace) -> int:
     summary = result.summary
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
     print("\n".join(training_report(manifest, summary, "row", 4)))
+    return 0
+
+
+def _train_stream(args: argparse.Namespace, config: TrainConfig, overrides: Schema | None) -> int:
+    """`train --stream`: the tabular fit of `training.streaming`, one record batch at a time."""
+    from training.streaming import ReadOptions, fit_stream
+
+    options = ReadOptions(
+        chunk_rows=args.chunk_rows,
+        label_column=args.label_column,
+        normal_value=args.normal_value,
+        exclude=list(args.exclude_columns),
+    )
+    result = fit_stream(
+        args.data, config, options, overrides, args.model_version, not args.quiet, workers=args.loader_workers
+    )
+    if not result.world.is_writer:
+        return 0
+    manifest = result.detector.save(args.out)
+    print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
+    print("\n".join(training_report(manifest, result.summary, "row", 4)))
     return 0
 
 
@@ -261,6 +305,8 @@ def score_command(args: argparse.Namespace) -> int:
         return score_images_file(args, loaded)
     if loaded.kind.name == "sequence":
         return score_sequences_file(args, loaded)
+    if args.engine == "dask" or args.batch_rows or (args.out is not None and args.out.suffix.lower() == ".parquet"):
+        return _score_in_batches(args, loaded)
     detector, _, columns = _load_scoring_input(loaded, args)
     results = detector.score_results(columns, explain=args.explain)
     if args.out is None:
@@ -279,6 +325,24 @@ def score_command(args: argparse.Namespace) -> int:
     else:
         raise DataError(f"{args.out}: --out must end in .csv or .jsonl")
     print(f"{len(results)} rows scored → {args.out}", file=sys.stderr)
+    return 0
+
+
+def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
+    """Tables in bounded memory: record batches in one process, or partitions on Dask."""
+    from training.batch_scoring import score_file_dask, score_file_streaming
+
+    if args.engine == "dask":
+        if args.out is None:
+            raise DataError("--engine dask needs --out (a Parquet folder)")
+        device = "cpu" if args.device == "auto" else args.device
+        rows = score_file_dask(
+            args.model_dir, args.data, args.out, args.scheduler, args.explain, device, args.dask_workers
+        )
+    else:
+        rows = score_file_streaming(detector, args.data, args.out, args.explain, args.batch_rows or 65_536)
+    if args.out is not None:
+        print(f"{rows} rows scored → {args.out}", file=sys.stderr)
     return 0
 
 

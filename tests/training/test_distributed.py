@@ -29,7 +29,7 @@ def _frame_columns(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"a": a, "b": 3.0 * a + rng.normal(0.0, 0.5, n), "c": rng.normal(0.0, 1.0, n)}
 
 
-def _worker(rank: int, store: str, out: str, broken: bool) -> None:
+def _worker(rank: int, store: str, out: str, broken: bool, stream: bool = False) -> None:
     """One rank: join the group, train, write this rank's weights and summary, then leave hard."""
     import torch.distributed as dist
 
@@ -54,7 +54,18 @@ def _worker(rank: int, store: str, out: str, broken: bool) -> None:
         thresholds={"warn": 0.05},
         seed=0,
     )
-    result = fit_detector(_frame_columns(400, 0), config, progress=False)
+    if stream:  # the streamed fit: chunks shared out by rank, same number of steps on every rank
+        import pandas as pd
+
+        from training.streaming import ReadOptions, fit_stream
+
+        path = Path(out) / "rows.parquet"
+        if rank == 0:
+            pd.DataFrame(_frame_columns(400, 0)).to_parquet(path, row_group_size=50)
+        dist.barrier()
+        result = fit_stream(path, config, ReadOptions(chunk_rows=50), progress=False)
+    else:
+        result = fit_detector(_frame_columns(400, 0), config, progress=False)
     state = {k: v.contiguous() for k, v in result.detector.network.state_dict().items()}
     save_file(state, str(Path(out) / f"rank{rank}.safetensors"))
     summary = {
@@ -68,9 +79,9 @@ def _worker(rank: int, store: str, out: str, broken: bool) -> None:
     os._exit(0)
 
 
-def _run(tmp_path: Path, broken: bool = False) -> list[tuple[dict[str, torch.Tensor], dict]]:
+def _run(tmp_path: Path, broken: bool = False, stream: bool = False) -> list[tuple[dict[str, torch.Tensor], dict]]:
     store = tmp_path / "store"
-    mp.start_processes(_worker, args=(str(store), str(tmp_path), broken), nprocs=WORLD, start_method="spawn")
+    mp.start_processes(_worker, args=(str(store), str(tmp_path), broken, stream), nprocs=WORLD, start_method="spawn")
     return [
         (load_file(str(tmp_path / f"rank{r}.safetensors")), json.loads((tmp_path / f"rank{r}.json").read_text()))
         for r in range(WORLD)
@@ -99,6 +110,15 @@ def test_a_loss_outside_ddp_forward_is_caught(tmp_path):
     exactly what `test_two_ranks_train_one_model` checks."""
     (weights0, _), (weights1, _) = _run(tmp_path, broken=True)
     assert any(not torch.equal(tensor, weights1[name]) for name, tensor in weights0.items())
+
+
+@pytest.mark.slow  # ~25 s on a loaded 2-core VM: the file is read by both ranks every epoch
+def test_two_ranks_stream_one_model(tmp_path):
+    (weights0, summary0), (weights1, summary1) = _run(tmp_path, stream=True)
+    for name, tensor in weights0.items():
+        assert torch.equal(tensor, weights1[name]), name
+    assert summary0["world_size"] == 2 and summary0["calibration"] == summary1["calibration"]
+    assert sum(summary0["rows"].values()) == 400
 
 
 def test_single_process_world_without_torchrun(monkeypatch):
