@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from model.families.base import Family
+from model.families.cvae import CVAE
 from model.families.vae import BETA_VAE, VAE
 
 FAMILIES: dict[str, Family] = {
     "vae": VAE,
     "beta-vae": BETA_VAE,
+    "cvae": CVAE,
 }
 
 
