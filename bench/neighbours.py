@@ -13,6 +13,8 @@ variants are computed from it:
   KNN) or in the VAE's latent space (posterior means), each score robust-scaled on the calibration
   rows ((s - median) / IQR) and summed. The neighbour set is the detector's own train + validation
   rows, so the calibration rows (which never took part in training) are scored like new rows;
+- `max:elbo,knn`, `max:elbo,knn,latent`: the largest of the robust-scaled scores (a min-p rule:
+  an input is as anomalous as its most confident detector says);
 - `fisher:elbo+knn`: Fisher's combination -2 (log p_elbo + log p_knn) of the two conformal p-values
   on the calibration rows (ties, frequent beyond the largest calibration score, broken by the
   robust-scaled sum): this keeps exact calibrated p-values for the combined score.
@@ -52,7 +54,7 @@ from training.data import split_rows
 from training.trainer import TrainConfig
 
 K = 5
-VARIANTS = ("elbo", "knn", "elbo+knn", "elbo+latent", "fisher:elbo+knn")
+VARIANTS = ("elbo", "knn", "elbo+knn", "elbo+latent", "fisher:elbo+knn", "max:elbo,knn", "max:elbo,knn,latent")
 
 
 def say(text: str = "") -> None:
@@ -101,7 +103,10 @@ def evaluate(path: Path, seed: int, cache: Path | None) -> dict[str, Any]:
     elbo_test, elbo_cal = test.score, cal.score
     sum_knn = robust(elbo_cal, elbo_test) + robust(near_cal, near_test)
     fisher = -2 * (np.log(conformal(elbo_cal, elbo_test)) + np.log(conformal(near_cal, near_test)))
+    scaled = [robust(elbo_cal, elbo_test), robust(near_cal, near_test), robust(lat_cal, lat_test)]
     scores = {
+        "max:elbo,knn": np.maximum(scaled[0], scaled[1]),
+        "max:elbo,knn,latent": np.max(np.stack(scaled), axis=0),
         "elbo": elbo_test,
         "knn": knn_test,
         "elbo+knn": sum_knn,
