@@ -31,6 +31,8 @@ from service.reload import router as reload_router
 from service.routes import router
 from service.settings import Settings, get_settings
 from service.state import ServiceState
+from service.threshold_file import ThresholdWatcher
+from service.v2 import router as v2_router
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ def _endpoint(app: FastAPI, scope: Scope) -> str:
     if route is not None:
         return route.path
     return _template(app.router.routes, scope) or "unmatched"
+
+
+UNCOUNTED_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+"""Not in `vae_anomaly_in_flight_requests`: a scrape would always see itself, probes are not load."""
 
 
 class RequestMetricsMiddleware:
@@ -65,6 +71,11 @@ class RequestMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        metrics = self.state.metrics
+        counted = metrics is not None and scope["path"] not in UNCOUNTED_PATHS
+        if counted:
+            assert metrics is not None
+            metrics.in_flight.inc()
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -75,6 +86,9 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
+            if counted:
+                assert metrics is not None
+                metrics.in_flight.dec()
             metrics = self.state.metrics
             if metrics is not None:
                 endpoint = _endpoint(self.fastapi_app, scope)
@@ -132,9 +146,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.metrics.record_reload(True)
         if settings.micro_batch:
             state.batcher = MicroBatcher(
-                settings.micro_batch_max_records, settings.micro_batch_max_wait_seconds, state.compute_thread
+                settings.micro_batch_max_records,
+                settings.micro_batch_max_wait_seconds,
+                state.compute_thread,
+                on_depth=state.metrics.queued_records.set,
             )
             state.batcher.start()
+        watcher = None
+        if settings.thresholds_file is not None:
+            watcher = ThresholdWatcher(state, settings.thresholds_file, settings.thresholds_poll_seconds)
+            watcher.start()
         state.ready = True
         manifest = current.detector.manifest
         logger.info(
@@ -148,6 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reloader.install_signal_handler()
         yield
         state.ready = False
+        if watcher is not None:
+            await watcher.close()
         reloader.remove_signal_handler()
         if state.batcher is not None:
             await state.batcher.close()  # scores what is queued, so before the metrics close
@@ -166,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(reload_router)
+    app.include_router(v2_router)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
 
     app.add_middleware(RequestMetricsMiddleware, fastapi_app=app, state=state)

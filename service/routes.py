@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from model.detector import Detector, Interpolation, interpolation_count_message
 from model.kinds import KINDS
-from model.kinds.base import RequestBody
+from model.kinds.base import RequestBody, RequestIds
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
 from service.batching import check_inputs, score_body
 from service.errors import ApiError
@@ -29,6 +30,7 @@ from service.schemas import (
     ThresholdUpdate,
 )
 from service.state import ServiceState, get_state
+from service.threshold_file import ThresholdFileError, artifact_thresholds, write_through
 
 router = APIRouter()
 Body = TypeVar("Body", bound=BaseModel)
@@ -156,7 +158,15 @@ async def score(request: Request, state: ServiceState = Depends(get_state)) -> R
     detector, metrics = state.loaded()  # one model for the whole request, even across a reload
     body = await _read_inputs(request, state, detector)
     results = await score_body(state, detector, metrics, body)
-    return _json({"model": _model_ref(detector), "results": results})
+    return _json({"model": _model_ref(detector), "results": _with_ids(body, results)})
+
+
+def _with_ids(body: RequestBody, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Echo the body's optional `ids` as `id`, first in each result (one result per input)."""
+    ids = body.ids if isinstance(body, RequestIds) else None
+    if ids is None:
+        return results
+    return [{"id": id_, **result} for id_, result in zip(ids, results, strict=True)]
 
 
 async def _read_inputs(request: Request, state: ServiceState, detector: Detector) -> RequestBody:
@@ -189,7 +199,7 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
     body = await _read_inputs(request, state, detector)
     max_pixels = state.settings.max_image_pixels
     results = await state.compute(lambda: detector.reconstruct(check_inputs(detector, body, max_pixels)))
-    return _json({"model": _model_ref(detector), "results": results})
+    return _json({"model": _model_ref(detector), "results": _with_ids(body, results)})
 
 
 @router.post(
@@ -336,13 +346,29 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
     with state.threshold_lock:
         detector, _ = state.loaded()  # under the lock: a reload swaps the model while holding it
         current = detector.thresholds
-        if body.value is not None:
+        path = state.settings.thresholds_file
+        if path is not None:  # every worker and replica reading the file gets it
+            updated = _write_through(path, detector, {"name": name, "value": body.value, "target_fpr": body.target_fpr})
+        elif body.value is not None:
             updated = current.with_value(name, body.value)
         else:
             assert body.target_fpr is not None
             updated = current.with_target(name, body.target_fpr)
         state.replace_thresholds(updated)
-    return _json(_thresholds_payload(updated))
+    return _json({**_thresholds_payload(updated), "applies_to": _applies_to(state)})
+
+
+def _write_through(path: Path, detector: Detector, change: dict[str, Any]) -> ThresholdSet:
+    try:
+        return write_through(path, artifact_thresholds(detector), change)
+    except ThresholdFileError as exc:
+        raise ApiError(409, str(exc), "thresholds_file") from exc
+
+
+def _applies_to(state: ServiceState) -> str:
+    """Who sees a threshold change: the file's readers, or the worker that answered."""
+    path = state.settings.thresholds_file
+    return f"every worker and replica reading {path}" if path is not None else "this worker only"
 
 
 @router.put(
@@ -362,9 +388,10 @@ async def put_active_threshold(request: Request, state: ServiceState = Depends(g
         if body.name not in current.thresholds:
             known = ", ".join(sorted(current.thresholds))
             raise ApiError(404, f"no threshold named {body.name!r}; known: {known}", "not_found", ("body", "name"))
-        updated = current.with_active(body.name)
+        path = state.settings.thresholds_file
+        updated = _write_through(path, detector, {"active": body.name}) if path else current.with_active(body.name)
         state.replace_thresholds(updated)
-    return _json(_thresholds_payload(updated))
+    return _json({**_thresholds_payload(updated), "applies_to": _applies_to(state)})
 
 
 @router.get("/model", tags=["model"])
