@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -482,8 +484,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, DataError, OptionsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vae-anomaly score ... | head`: the reader is gone; stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     finally:
         _leave_process_group()
+
+
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise BrokenPipeError
+    again (the recipe of Python's `signal` documentation)."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _leave_process_group() -> None:

@@ -357,3 +357,21 @@ def test_train_warns_about_label_and_id_like_columns_and_drop_columns_removes_th
     assert code == 0, err
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
     assert Detector.load(tmp_path / "m2", "cpu").kind.schema.names == ["a", "b", "items", "color", "flag"]
+
+
+def test_score_into_a_closed_pipe_exits_quietly(csv_model: tuple[Path, str], labelled_csv: Path, tmp_path: Path):
+    """`vae-anomaly score ... | head -1`: no BrokenPipeError traceback, exit status 141 (SIGPIPE)."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.csv"
+    frame = pd.read_csv(labelled_csv)
+    pd.concat([frame] * 12, ignore_index=True).to_csv(big, index=False)  # ~4,000 rows, > a pipe's buffer
+    argv = [sys.executable, "-m", "training.cli", "score", str(csv_model[0]), str(big), "--device", "cpu"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["score"] > 0
+    process.stdout.close()  # what `head` does after its line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
