@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import shlex
+import socket
 import sys
 import time
 from pathlib import Path
@@ -212,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="generate demo data, train, evaluate and serve")
     demo.add_argument("--dir", type=Path, default=Path("."), help="where data/ and models/ go")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"default: {DEMO_PORT}, or the next free port when that one is taken (printed)",
+    )
     demo.add_argument("--epochs", type=int, default=None, help="default: as for train")
     demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
     demo.add_argument(
@@ -398,9 +404,30 @@ def serve_command(args: argparse.Namespace) -> int:
     return server.serve(args.model_dir, args.host, args.port, args.workers, args.device)
 
 
+DEMO_PORT = 8000
+
+
+def next_free_port(host: str, start: int, attempts: int = 100) -> int:
+    """The first port from `start` on that nothing listens on at `host` (so a second demo does not
+    clash with a running `make demo`); raises `DataError` when `attempts` ports in a row are taken."""
+    for port in range(start, min(start + attempts, 65536)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise DataError(f"no free port in {start}..{start + attempts - 1} on {host}; pass --port")
+
+
 def demo_command(args: argparse.Namespace) -> int:
     def train(argv: list[str]) -> int:
         return train_command(build_parser().parse_args(["train", *argv]))
+
+    if args.port is None:
+        args.port = next_free_port("127.0.0.1", DEMO_PORT)
+        if args.port != DEMO_PORT:
+            print(f"port {DEMO_PORT} is in use (another demo or server?): this demo serves on port {args.port}")
 
     if args.kind == "image":
         return demo_image(args, train, serve_command)

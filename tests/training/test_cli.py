@@ -375,3 +375,24 @@ def test_score_into_a_closed_pipe_exits_quietly(csv_model: tuple[Path, str], lab
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_demo_moves_to_the_next_free_port_and_prints_it(tmp_path: Path, monkeypatch, capsys):
+    import socket
+
+    import training.cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert training.cli.next_free_port("127.0.0.1", port) > port
+        monkeypatch.setattr(training.cli, "DEMO_PORT", port)
+        served: list[int] = []  # the image demo itself (training, curls, serving) reads args.port
+        monkeypatch.setattr(training.cli, "demo_image", lambda args, train, serve: served.append(args.port) or 0)
+        assert main(["demo", "--kind", "image", "--dir", str(tmp_path), "--no-serve"]) == 0
+        assert main(["demo", "--kind", "image", "--dir", str(tmp_path), "--no-serve", "--port", str(port)]) == 0
+    out = capsys.readouterr().out
+    assert f"port {port} is in use (another demo or server?): this demo serves on port {served[0]}" in out
+    assert served[0] > port
+    assert served[1] == port  # an explicit --port is used as given
