@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: VAE_ANOMALY_WORKERS or 1)")
     serve.add_argument("--device", default=None, help="auto, cpu or cuda (default: VAE_ANOMALY_DEVICE or auto)")
+    serve.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default=None,
+        help="default: VAE_ANOMALY_LOG_FORMAT or auto (text on a terminal, JSON lines otherwise)",
+    )
 
     demo = commands.add_parser("demo", help="generate demo data, train, evaluate and serve")
     demo.add_argument("--dir", type=Path, default=Path("."), help="where data/ and models/ go")
@@ -401,6 +407,8 @@ def serve_command(args: argparse.Namespace) -> int:
     import importlib
 
     server = importlib.import_module("service.server")
+    if getattr(args, "log_format", None):  # the workers read their settings from the environment
+        os.environ["VAE_ANOMALY_LOG_FORMAT"] = args.log_format
     return server.serve(args.model_dir, args.host, args.port, args.workers, args.device)
 
 
