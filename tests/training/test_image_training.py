@@ -178,3 +178,18 @@ def test_image_score_results_carry_file_and_index_and_csv_has_the_scalars(
     assert main(["score", str(tiny_image_model_dir), str(npz), "--device", "cpu"]) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["index"] for r in results] == [0, 1] and "file" not in results[0]
+
+
+def test_feature_dropout_is_applied_to_image_models():
+    """Issue 14 item 7: --feature-dropout once left image weights identical while the manifest said 0.3."""
+    from training.image_trainer import fit_image_detector, image_train_config
+
+    pixels = make_bar_images(120)[:, None].astype(np.float32) / 255.0
+    spec = ImageSpec(height=8, width=8, channels=1, resize=False)
+    weights = []
+    for rate in (0.0, 0.3):
+        config = image_train_config(epochs=2, feature_dropout=rate, device="cpu", seed=0, latent_dim=2)
+        detector = fit_image_detector(pixels, spec, config, progress=False).detector
+        assert detector.manifest.family_config.model_dump()["feature_dropout"] == rate
+        weights.append(torch.cat([p.detach().flatten() for p in detector.network.parameters()]))
+    assert not torch.equal(weights[0], weights[1])
