@@ -36,7 +36,7 @@ from training.image_cli import demo_image, evaluate_images, parse_size, score_im
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
 from training.latent_report import write_latent_section
-from training.output import check_out_path, write_results
+from training.output import check_out_path, progress_bar, write_results
 from training.sequence import sequence_train_config
 from training.sequence_cli import score_sequences_file, train_sequences
 from training.tabular import fit_detector
@@ -63,9 +63,39 @@ def _columns_arg(text: str) -> list[str]:
     return names
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help when it has a real default the text does not
+    already state (argparse's ArgumentDefaultsHelpFormatter also prints None and False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not (default is None or default is False or default == [] or default is argparse.SUPPRESS)
+            and "default" not in text
+            and not isinstance(action, argparse._VersionAction | argparse._HelpAction)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def package_version() -> str:
+    """The installed distribution's version (the source tree's pyproject when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vae-anomaly")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vae-anomaly", description="VAE anomaly detection: train, score, serve.")
+    parser = argparse.ArgumentParser(
+        prog="vae-anomaly", description="VAE anomaly detection: train, score, serve.", formatter_class=HelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     defaults = TrainConfig()
@@ -233,7 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="tabular",
         help="image: 8×8 digits, one digit as normal; sequence: a generated pump's sensor stream",
     )
+    for subparser in commands.choices.values():
+        subparser.formatter_class = HelpFormatter
+    for subparser in commands.choices.values():
+        for action in subparser._actions:
+            if action.help is None:
+                action.help = OPTION_HELP.get(action.dest, "")
     return parser
+
+
+OPTION_HELP = {
+    "learning_rate": "Adam learning rate",
+    "seed": "random seed: the same flags and seed give the same model on CPU",
+    "device": "auto (CUDA when available), cpu or cuda",
+    "host": "address to listen on (0.0.0.0: every interface)",
+    "port": "TCP port",
+    "model_dir": "a model directory written by `vae-anomaly train` (manifest.json + weights.safetensors)",
+    "data": "a data file or folder in the form the model was trained on",
+}
+"""Help for options defined without any, so `--help` explains every option."""
 
 
 def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
@@ -352,7 +400,8 @@ def score_command(args: argparse.Namespace) -> int:
     if args.engine == "dask" or args.batch_rows or (args.out is not None and args.out.suffix.lower() == ".parquet"):
         return _score_in_batches(args, loaded)
     detector, table, columns = _load_scoring_input(loaded, args)
-    results = detector.score_results(columns, explain=args.explain)
+    with progress_bar(detector.kind.count(columns), "row") as update:
+        results = detector.results(detector.score(columns, update), args.explain)
     if table.ids is not None:
         results = [{"id": id_, **result} for id_, result in zip(table.ids, results, strict=True)]
     write_results(args.out, results, _flat_row, "row")
@@ -391,7 +440,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if table.labels is None:
         raise DataError(f"{args.data}: no labels found; pass --label-column")
     labels = anomaly_labels(table.labels, args.normal_value)
-    scored: ScoreBatch = detector.score(columns)
+    with progress_bar(detector.kind.count(columns), "row") as update:
+        scored: ScoreBatch = detector.score(columns, update)
     metrics, thresholds = model_metrics(detector, scored.terms.score, labels)
     if args.report:
         title = f"vae-anomaly model {detector.manifest.model_id} on {args.data.name}"

@@ -24,7 +24,7 @@ from training.evaluate import model_metrics, write_report
 from training.image_data import ImageSet, read_images
 from training.image_report import write_image_report
 from training.image_trainer import fit_image_detector
-from training.output import write_results
+from training.output import progress_bar, write_results
 from training.trainer import TrainConfig, training_report
 
 DEMO_NORMAL_DIGIT = 0
@@ -117,7 +117,8 @@ def score_images_file(args: argparse.Namespace, detector: Detector) -> int:
     images = read_images(args.data, getattr(args, "labels", None))
     kind = _image_kind(detector)
     labels = images.labels if kind.condition_spec() is not None else None  # a conditional model's conditions
-    results = detector.results(detector.score(kind.inputs_from_array(images.pixels, labels)), args.explain)
+    with progress_bar(len(images), "image") as update:
+        results = detector.results(detector.score(kind.inputs_from_array(images.pixels, labels), update), args.explain)
     names = images.names
     results = [
         {"index": i, **({"file": names[i]} if names is not None else {}), **result} for i, result in enumerate(results)
@@ -138,7 +139,8 @@ def evaluate_images(args: argparse.Namespace, detector: Detector) -> int:
         )
     labels = anomaly_labels(images.labels, args.normal_value)
     inputs = _image_kind(detector).inputs_from_array(images.pixels)
-    scored = detector.score(inputs)
+    with progress_bar(len(images), "image") as update:
+        scored = detector.score(inputs, update)
     metrics, thresholds = model_metrics(detector, scored.terms.score, labels)
     if args.report:
         title = f"vae-anomaly image model {detector.manifest.model_id} on {Path(args.data).name}"

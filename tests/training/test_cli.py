@@ -3,6 +3,7 @@ with an "error:" line on stderr."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -396,3 +397,46 @@ def test_demo_moves_to_the_next_free_port_and_prints_it(tmp_path: Path, monkeypa
     assert f"port {port} is in use (another demo or server?): this demo serves on port {served[0]}" in out
     assert served[0] > port
     assert served[1] == port  # an explicit --port is used as given
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_score_and_evaluate_show_progress_on_a_terminal_only(
+    csv_model: tuple[Path, str], labelled_csv: Path, tmp_path: Path, monkeypatch
+):
+    model = str(csv_model[0])
+    scores = str(tmp_path / "scores.jsonl")
+    commands = [
+        ["score", model, str(labelled_csv), "--out", scores, "--device", "cpu"],
+        ["evaluate", model, str(labelled_csv), "--label-column", "label", "--device", "cpu"],
+    ]
+    for command in commands:
+        terminal = _Terminal()
+        monkeypatch.setattr("sys.stderr", terminal)
+        assert main(command) == 0
+        assert "scoring:" in terminal.getvalue() and "/330 [" in terminal.getvalue(), terminal.getvalue()
+    monkeypatch.undo()
+    code, _, err = _run(commands[0])  # stderr is not a terminal: no bar
+    assert code == 0 and "scoring" not in err
+
+
+def test_version_and_every_option_has_help_with_its_default(capsys):
+    from importlib.metadata import version
+
+    from training.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vae-anomaly {version('vae-anomaly')}"
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, subparser in commands.choices.items():
+        for action in subparser._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+    train_help = commands.choices["train"].format_help()
+    assert "(default: 0)" in " ".join(train_help.split("--seed SEED")[-1].split()[:16])  # in the options list
+    assert "(default: 0.003)" in train_help
