@@ -68,7 +68,9 @@ class ServiceMetrics:
             registry=r,
         )
         self.records_scored = Counter(
-            "vae_anomaly_records_scored", "Records scored through /score (not warm-up, not /reconstruct).", registry=r
+            "vae_anomaly_records_scored",
+            "Records scored through /score (not warm-up, not /reconstruct, /encode or /interpolate).",
+            registry=r,
         )
         self.anomalies = Counter(
             "vae_anomaly_anomalies", "Records scored above each threshold.", ["threshold"], registry=r
