@@ -67,6 +67,18 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.in_flight = Gauge(
+            "vae_anomaly_in_flight_requests",
+            "HTTP requests being handled now, scrapes and probes excluded (the HPA's Pods metric).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queued_records = Gauge(
+            "vae_anomaly_micro_batch_queued_records",
+            "Records waiting in the micro-batch queue for the next forward pass.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.records_scored = Counter(
             "vae_anomaly_records_scored",
             "Records scored through /score (not warm-up, not /reconstruct, /encode or /interpolate).",
