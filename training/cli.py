@@ -29,7 +29,7 @@ from model.kinds.tabular.kind import TabularKind
 from model.kinds.tabular.schema import Schema, read_schema
 from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
-from training.data import DataError, anomaly_labels, normal_mask, read_table, suspicious_columns
+from training.data import DataError, anomaly_labels, holdout_rows, normal_mask, read_table, suspicious_columns
 from training.encode_cli import add_encode_parser, encode_command
 from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
@@ -88,6 +88,16 @@ def package_version() -> str:
         return version("vae-anomaly")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _fraction_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-version", help="version string reported by the service (default: UTC timestamp)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument(
+        "--holdout",
+        type=_fraction_arg,
+        metavar="FRACTION",
+        help="tables and images: leave the last FRACTION of the file out of training, for `evaluate --holdout`",
+    )
+    train.add_argument(
         "--stream",
         action="store_true",
         help="tabular .parquet/.csv larger than memory: read in record batches (see README, Scaling out)",
@@ -230,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--normal-value", help="label of normal rows or images (default 0)")
     evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
+    evaluate.add_argument(
+        "--holdout",
+        type=_fraction_arg,
+        metavar="FRACTION",
+        help="evaluate only the last FRACTION of the file: the rows `train --holdout FRACTION` left out",
+    )
     evaluate.add_argument("--device", default="auto")
 
     add_encode_parser(commands)
@@ -319,12 +341,16 @@ def train_command(args: argparse.Namespace) -> int:
     config = _train_config(args, kind)
     if kind == "image":
         return train_images(args, config)
+    if args.holdout and (kind == "sequence" or args.stream):
+        raise OptionsError("--holdout is for tables and images read whole (not --stream, not sequences)")
     if kind == "sequence":
         return train_sequences(args, config)
     overrides = read_schema(args.schema) if args.schema else None
     if args.stream:
         return _train_stream(args, config, overrides)
     table = read_table(args.data, args.label_column, args.exclude_columns, overrides, id_column=args.id_column)
+    if args.holdout:
+        table = table.rows(holdout_rows(len(table), args.holdout, held_out=False))
     for name, reason in suspicious_columns(table.columns).items():
         logger.warning(
             "column %r looks like a label or an id (%s) and will be learned as a feature; if it is not one, "
@@ -375,6 +401,8 @@ def _tabular(detector: Detector) -> TabularKind:
 def _load_scoring_input(detector: Detector, args: argparse.Namespace, label_column: str | None = None):
     kind = _tabular(detector)
     table = read_table(args.data, label_column, schema=kind.schema, id_column=getattr(args, "id_column", None))
+    if getattr(args, "holdout", None):
+        table = table.rows(holdout_rows(len(table), args.holdout, held_out=True))
     return detector, table, kind.columns_from_table(table.columns)
 
 

@@ -440,3 +440,21 @@ def test_version_and_every_option_has_help_with_its_default(capsys):
     train_help = commands.choices["train"].format_help()
     assert "(default: 0)" in " ".join(train_help.split("--seed SEED")[-1].split()[:16])  # in the options list
     assert "(default: 0.003)" in train_help
+
+
+def test_train_and_evaluate_holdout_split_the_file_without_overlap(labelled_csv: Path, tmp_path: Path):
+    frame = pd.read_csv(labelled_csv)
+    n_train_part = len(frame) - int(np.ceil(0.3 * len(frame)))  # 231 of 330
+    normals_in_train_part = int((frame["label"][:n_train_part] == 0).sum())
+    argv = ["train", labelled_csv, "--out", tmp_path / "m", "--label-column", "label", "--holdout", "0.3"]
+    code, out, err = _run([*argv, *TRAIN, "--epochs", "2"])
+    assert code == 0, err
+    rows = Detector.load(tmp_path / "m", "cpu").manifest.training["rows"]
+    assert sum(rows[part] for part in ("train", "validation", "calibration")) == normals_in_train_part
+    code, out, err = _run(["evaluate", tmp_path / "m", labelled_csv, "--label-column", "label", "--holdout", "0.3"])
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["rows"] == len(frame) - n_train_part
+    assert metrics["anomalies"] == int(frame["label"][n_train_part:].sum())
+    with pytest.raises(SystemExit):  # a usage error
+        _run(["evaluate", tmp_path / "m", labelled_csv, "--label-column", "label", "--holdout", "1.5"])

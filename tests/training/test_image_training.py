@@ -193,3 +193,21 @@ def test_feature_dropout_is_applied_to_image_models():
         assert detector.manifest.family_config.model_dump()["feature_dropout"] == rate
         weights.append(torch.cat([p.detach().flatten() for p in detector.network.parameters()]))
     assert not torch.equal(weights[0], weights[1])
+
+
+def test_image_evaluate_holdout_scores_only_the_images_training_left_out(tmp_path: Path, capsys):
+    images = np.concatenate([make_bar_images(120), horizontal_bars(40)])
+    labels = np.array([0] * 120 + [1] * 40)
+    order = np.random.default_rng(0).permutation(len(images))
+    data = tmp_path / "bars.npz"
+    np.savez(data, X=images[order], y=labels[order])
+    model = tmp_path / "model"
+    argv = ["train", str(data), "--out", str(model), "--epochs", "1", "--quiet", "--holdout", "0.25"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(data), "--holdout", "0.25", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["rows"] == 40 and metrics["anomalies"] == int(labels[order][120:].sum())
+    trained = load(model).manifest.training["rows"]
+    used = sum(trained[part] for part in ("train", "validation", "calibration"))
+    assert used == int((labels[order][:120] == 0).sum())
