@@ -211,3 +211,15 @@ def test_image_evaluate_holdout_scores_only_the_images_training_left_out(tmp_pat
     trained = load(model).manifest.training["rows"]
     used = sum(trained[part] for part in ("train", "validation", "calibration"))
     assert used == int((labels[order][:120] == 0).sum())
+
+
+def test_image_report_panel_is_scaled_up_and_labelled():
+    """Issue 14 item 9: the extremes panel was 62×82 px with no labels."""
+    from training.image_report import EXTREMES_COLUMNS, HEADER_HEIGHT, PANEL_MIN_WIDTH, labelled_panel
+
+    grid = np.full((1, 82, 62), 0.5, dtype=np.float32)
+    panel = labelled_panel(grid, EXTREMES_COLUMNS, "most anomalous | least anomalous")
+    assert panel.width >= PANEL_MIN_WIDTH and panel.width % 62 == 0
+    assert panel.height == HEADER_HEIGHT + 82 * (panel.width // 62)
+    header = np.asarray(panel)[:HEADER_HEIGHT]
+    assert (header < 100).any(), "column names are drawn in the header"
