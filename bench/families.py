@@ -113,7 +113,9 @@ def complete_pairs(records: list[dict[str, Any]], families: list[str]) -> set[tu
     return {pair for pair, done in by_pair.items() if set(families) <= done}
 
 
-def summarise(records: list[dict[str, Any]]) -> tuple[list[str], dict[str, dict[str, float]], dict[str, dict[str, float]], str]:
+def summarise(
+    records: list[dict[str, Any]],
+) -> tuple[list[str], dict[str, dict[str, float]], dict[str, dict[str, float]], str]:
     """Per-family means over the (data set, seed) pairs every family finished, and per data set
     AUROC means over seeds; a failed fit ranks last and is left out of the means."""
     families = [f for f in FAMILIES if any(r["family"] == f for r in records)]
@@ -148,10 +150,15 @@ def summarise(records: list[dict[str, Any]]) -> tuple[list[str], dict[str, dict[
 def markdown(title: str, records: list[dict[str, Any]]) -> str:
     families, summary, auroc, coverage = summarise(records)
     lines = [f"### {title}", "", f"Coverage: {coverage}, every family on each.", ""]
-    lines += ["| family | mean AUROC | mean AUPRC | average rank | mean fit s | failed fits |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| family | mean AUROC | mean AUPRC | average rank | mean fit s | failed fits |",
+        "|---|---|---|---|---|---|",
+    ]
     for f in sorted(families, key=lambda f: summary[f]["rank"]):
         s = summary[f]
-        lines.append(f"| `{f}` | {s['auroc']:.3f} | {s['auprc']:.3f} | {s['rank']:.2f} | {s['fit']:.1f} | {int(s['failed'])} |")
+        lines.append(
+            f"| `{f}` | {s['auroc']:.3f} | {s['auprc']:.3f} | {s['rank']:.2f} | {s['fit']:.1f} | {int(s['failed'])} |"
+        )
     lines += ["", "AUROC per data set (mean over the seeds above; best in bold):", ""]
     lines += ["| data set | " + " | ".join(f"`{f}`" for f in families) + " |", "|---" * (len(families) + 1) + "|"]
     for d, row in auroc.items():
