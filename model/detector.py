@@ -9,6 +9,7 @@ Scoring large inputs runs in fixed-size chunks so memory stays bounded whatever 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,30 @@ import numpy as np
 import torch
 
 from model.artifact import Manifest, load_artifact, save_artifact
-from model.errors import ArtifactError, UnsupportedError
+from model.errors import ArtifactError, InputError, InputIssue, UnsupportedError
 from model.families import FAMILIES
 from model.families.base import Family, FamilyNetwork
 from model.kinds import KINDS
 from model.kinds.base import DataKind
+from model.latent import LatentCode, encode_in_chunks, interpolate_codes, interpolation_weights
 from model.scoring import ScoreBatch, ScoreTerms, posterior_noise, score_in_chunks
 from model.thresholds import ThresholdSet, p_values, sort_calibration
 
-__all__ = ["Detector", "ScoreBatch", "load_detector", "resolve_device"]
+__all__ = ["Detector", "Interpolation", "ScoreBatch", "load_detector", "resolve_device"]
+
+
+@dataclass
+class Interpolation:
+    """`Detector.interpolate`: weights t (steps,), codes (steps, L), and the decoded points."""
+
+    t: np.ndarray
+    codes: np.ndarray
+    points: list[Any]
+
+
+def interpolation_count_message(count: int, unit: str) -> str:
+    """The error for a body that does not hold exactly two inputs."""
+    return f"interpolation needs exactly 2 inputs (the two ends), got {count} {unit}{'' if count == 1 else 's'}"
 
 
 def resolve_device(device: str) -> torch.device:
@@ -117,20 +133,82 @@ class Detector:
         """
         return self.kind.reconstruct(inputs, self.terms(inputs, self.noise[:1]))
 
-    def encode(self, inputs: Any) -> np.ndarray:
-        """Posterior means (B, L): the latent coordinates of each input."""
-        return self.terms(inputs).latent_mean
+    # -- the latent space ------------------------------------------------------------------------
+
+    def encode(self, inputs: Any) -> LatentCode:
+        """The code of each checked input: posterior mean (B, L), and std (B, L) where the family
+        has a posterior (see `model.latent`); in chunks of `scoring.chunk_size`, no noise drawn."""
+        return encode_in_chunks(self.network, self.kind.batch(inputs), self.manifest.scoring.chunk_size, self.device)
+
+    def encode_results(self, inputs: Any) -> list[dict[str, object]]:
+        """`/encode` result objects, in input order: `mean`, `std` (families with a posterior only)
+        and the kind's identifying fields (a sequence window's `row`, `timestamp`)."""
+        code = self.encode(inputs)
+        keys = self.kind.input_keys(inputs)
+        means = code.mean.tolist()
+        if code.std is None:
+            return [{**keys[i], "mean": means[i]} for i in range(len(means))]
+        stds = code.std.tolist()
+        return [{**keys[i], "mean": means[i], "std": stds[i]} for i in range(len(means))]
+
+    def interpolate(self, inputs: Any, steps: int) -> Interpolation:
+        """Decode `steps` codes on the line between the codes of exactly two checked inputs, ends
+        included (`model.latent.interpolate_codes`); each point is the kind's most likely input at
+        its code (records, PNGs, windows). Raises `InputError` for another count of inputs."""
+        count = self.kind.count(inputs)
+        if count != 2:
+            raise InputError([InputIssue((), interpolation_count_message(count, self.kind.result_unit), "input_count")])
+        code = self.encode(inputs)
+        t = interpolation_weights(steps)
+        z = interpolate_codes(code.mean[0], code.mean[1], steps)
+        condition = None
+        if self.kind.condition_spec() is not None:  # a conditional model: the path runs between the two contexts too
+            ends = self.kind.batch(inputs).condition.double().numpy()  # (2, C) one-hot
+            condition = torch.from_numpy(interpolate_codes(ends[0], ends[1], steps)).float()
+        decoded = self.decode_codes(torch.from_numpy(z).float(), condition)
+        return Interpolation(t=t, codes=z, points=self.kind.render_expected(decoded))
 
     # -- the generative side ----------------------------------------------------------------------
 
     @torch.inference_mode()
-    def decode_prior(self, n: int, generator: torch.Generator, temperature: float = 1.0) -> Any:
+    def decode_prior(
+        self, n: int, generator: torch.Generator, temperature: float = 1.0, condition: np.ndarray | None = None
+    ) -> Any:
         """Decode n codes z ~ N(0, temperature² I), in chunks of `scoring.chunk_size` (bounded
-        decoder memory, as when scoring); the kind's decoder output on the CPU."""
-        z = (torch.randn(n, self.network.latent_dim, generator=generator) * temperature).to(self.device)
+        decoder memory, as when scoring); the kind's decoder output on the CPU. A conditional model
+        decodes given `condition`, the (n, V) value positions of its `condition_spec`."""
+        z = torch.randn(n, self.network.latent_dim, generator=generator) * temperature
+        spec = self.kind.condition_spec()
+        return self.decode_codes(z, spec.one_hot(condition) if spec is not None and condition is not None else None)
+
+    @torch.inference_mode()
+    def decode_codes(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> Any:
+        """Decode codes z (n, L), given the condition's one-hot encoding (n, C) for a conditional
+        model, in chunks of `scoring.chunk_size`; the kind's decoder output on the CPU."""
+        z = z.to(self.device)
+        c = None if condition is None else condition.to(self.device)
         chunk = self.manifest.scoring.chunk_size
-        parts = [self.network.decode(z[start : start + chunk]).cpu() for start in range(0, max(n, 1), chunk)]
+        parts = [
+            self.network.decode_given(z[start : start + chunk], None if c is None else c[start : start + chunk]).cpu()
+            for start in range(0, max(len(z), 1), chunk)
+        ]
         return parts[0] if len(parts) == 1 else type(parts[0]).cat(parts)
+
+    def sample_condition(self, condition: object, n: int) -> np.ndarray | None:
+        """The `condition` of a sample request → (n, V) value positions, or None for a model
+        without one. Raises `InputError` (a 422) naming what is absent, unknown or not expected."""
+        spec = self.kind.condition_spec()
+        if spec is None:
+            if condition is not None:
+                raise InputError(
+                    [
+                        InputIssue(
+                            ("condition",), "this model is not conditional: send no 'condition'", "extra_forbidden"
+                        )
+                    ]
+                )
+            return None
+        return spec.sample_index(condition, n)
 
     def _check_can_sample(self) -> None:
         if not self.family.can_sample:
@@ -138,25 +216,30 @@ class Detector:
                 f"family {self.family.name!r} cannot sample: {self.family.cannot_sample_reason}", "n", "cannot_sample"
             )
 
-    def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> list[Any]:
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0, condition: object = None) -> list[Any]:
         """n draws from the generative model as JSON-ready values (records, base64 PNGs); raises
-        `UnsupportedError` for a family without one."""
+        `UnsupportedError` for a family without one. A conditional model draws x given
+        `condition` (see `sample_condition`), and its records carry it."""
         self._check_can_sample()
+        given = self.sample_condition(condition, n)
         generator = torch.Generator().manual_seed(seed)
-        return self.kind.render_samples(self.decode_prior(n, generator, temperature), generator)
+        return self.kind.render_samples(self.decode_prior(n, generator, temperature, given), generator, given)
 
-    def sample_grid(self, n: int, seed: int = 0, temperature: float = 1.0) -> str:
+    def sample_grid(self, n: int, seed: int = 0, temperature: float = 1.0, condition: object = None) -> str:
         """n draws tiled into one base64 PNG (kinds with pictures only)."""
         self._check_can_sample()
+        given = self.sample_condition(condition, n)
         generator = torch.Generator().manual_seed(seed)
-        return self.kind.render_grid(self.decode_prior(n, generator, temperature))
+        return self.kind.render_grid(self.decode_prior(n, generator, temperature, given))
 
     def warm_up(self) -> np.ndarray:
         """Score a few inputs decoded from random codes, so the first real request does not pay
         for lazy initialisation; returns their scores (a usable model gives finite ones). Decoding a
         code works for every family, including those that cannot sample from a prior."""
         generator = torch.Generator().manual_seed(0)
-        inputs = self.kind.inputs_from_decoded(self.decode_prior(4, generator), generator)
+        spec = self.kind.condition_spec()
+        given = spec.first_index(4) if spec is not None else None
+        inputs = self.kind.inputs_from_decoded(self.decode_prior(4, generator, 1.0, given), generator, given)
         return self.score(inputs).terms.score
 
 

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from model.detector import Detector
+from model.detector import Detector, Interpolation, interpolation_count_message
 from model.kinds import KINDS
 from model.kinds.base import RequestBody
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
@@ -17,7 +17,10 @@ from service.batching import check_inputs, score_body
 from service.errors import ApiError
 from service.schemas import (
     ActiveThresholdUpdate,
+    EncodeResponse,
     ErrorResponse,
+    InterpolateOptions,
+    InterpolateResponse,
     ReconstructResponse,
     SampleRequest,
     SampleResponse,
@@ -50,9 +53,19 @@ ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
 def _openapi_body(*models: type[BaseModel]) -> dict[str, Any]:
     """Document a body that the handler parses itself (orjson: strict JSON, no NaN/Infinity); with
     several models, the body is one of them (tabular records or images, by the model's kind)."""
-    schemas = [model.model_json_schema() for model in models]
+    return _openapi_schemas([model.model_json_schema() for model in models])
+
+
+def _openapi_schemas(schemas: list[dict[str, Any]]) -> dict[str, Any]:
     schema = schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _with_options(schema: dict[str, Any], options: type[BaseModel]) -> dict[str, Any]:
+    """A body's JSON schema with the fields of `options` added (the `/interpolate` body is a
+    `/score` body plus `steps`)."""
+    extra = options.model_json_schema()
+    return {**schema, "properties": {**schema.get("properties", {}), **extra["properties"]}}
 
 
 INPUT_BODIES = tuple(model for kind in KINDS.values() for model in kind.request_models)
@@ -149,7 +162,10 @@ async def score(request: Request, state: ServiceState = Depends(get_state)) -> R
 async def _read_inputs(request: Request, state: ServiceState, detector: Detector) -> RequestBody:
     """The body of `/score` or `/reconstruct`, parsed by the loaded model's kind (records, a
     columnar table, images, ...); a body of another kind gets a 422 saying which is expected."""
-    data = await _read_json(request)
+    return _parse_inputs(await _read_json(request), state, detector)
+
+
+def _parse_inputs(data: dict[str, Any], state: ServiceState, detector: Detector) -> RequestBody:
     _check_kind(data, detector)
     _check_batch(data, state.settings.max_batch)
     try:
@@ -186,7 +202,8 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
 )
 async def sample(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Draw new records or images from the model (z from the prior, then x from p(x|z)); image
-    models can return them tiled into one PNG (`grid`)."""
+    models can return them tiled into one PNG (`grid`). Conditional models (cvae) draw x given the
+    body's `condition`, which they require."""
     body = await read_body(request, SampleRequest)
     if body.n > state.settings.max_samples:
         raise ApiError(
@@ -198,10 +215,66 @@ async def sample(request: Request, state: ServiceState = Depends(get_state)) -> 
     detector, _ = state.loaded()
     seed = body.seed if body.seed is not None else secrets.randbits(62)
     if body.grid:  # kinds without pictures answer 422 (`UnsupportedError`), as do families without samples
-        grid = await state.compute(lambda: detector.sample_grid(body.n, seed, body.temperature))
+        grid = await state.compute(lambda: detector.sample_grid(body.n, seed, body.temperature, body.condition))
         return _json({"model": _model_ref(detector), "seed": seed, "grid": grid})
-    samples = await state.compute(lambda: detector.sample(body.n, seed, body.temperature))
+    samples = await state.compute(lambda: detector.sample(body.n, seed, body.temperature, body.condition))
     return _json({"model": _model_ref(detector), "seed": seed, "samples": samples})
+
+
+@router.post(
+    "/encode",
+    response_model=EncodeResponse,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+    openapi_extra=_openapi_body(*INPUT_BODIES),
+    tags=["latent space"],
+)
+async def encode(request: Request, state: ServiceState = Depends(get_state)) -> Response:
+    """The latent code of each input of a `/score` body: the posterior mean, and its standard
+    deviation for families with a posterior (not for deterministic autoencoders); in the order and
+    with the ids (`row`, `timestamp` of sequence windows) that `/score` gives."""
+    detector, _ = state.loaded()
+    body = await _read_inputs(request, state, detector)
+    max_pixels = state.settings.max_image_pixels
+    results = await state.compute(lambda: detector.encode_results(check_inputs(detector, body, max_pixels)))
+    return _json({"model": _model_ref(detector), "latent_dim": detector.network.latent_dim, "results": results})
+
+
+INTERPOLATE_BODIES = [_with_options(model.model_json_schema(), InterpolateOptions) for model in INPUT_BODIES]
+
+
+@router.post(
+    "/interpolate",
+    response_model=InterpolateResponse,
+    responses=ERRORS,
+    openapi_extra=_openapi_schemas(INTERPOLATE_BODIES),
+    tags=["latent space"],
+)
+async def interpolate(request: Request, state: ServiceState = Depends(get_state)) -> Response:
+    """A `/score` body with exactly two inputs, plus `steps`: the model's most likely input at
+    `steps` codes on the straight line between the two inputs' codes, both ends included (records,
+    base64 PNGs, or sensor windows). A sequence body counts its windows: a series of window + 1
+    rows gives two. Another count of inputs gets a 422."""
+    detector, _ = state.loaded()
+    data = await _read_json(request)
+    options = _validate(InterpolateOptions, {"steps": data.pop("steps")} if "steps" in data else {})
+    body = _parse_inputs(data, state, detector)
+    kind = detector.kind
+    field = next((f for f in (*kind.batch_fields, *kind.input_fields) if f in data), None)
+    loc: tuple[str, ...] = ("body", field) if field else ("body",)
+    max_pixels = state.settings.max_image_pixels
+
+    def run() -> Interpolation:
+        inputs = check_inputs(detector, body, max_pixels)
+        count = kind.count(inputs)
+        if count != 2:
+            raise ApiError(422, interpolation_count_message(count, kind.result_unit), "input_count", loc)
+        return detector.interpolate(inputs, options.steps)
+
+    result = await state.compute(run)
+    return _json(
+        {"model": _model_ref(detector), "t": result.t.tolist(), "codes": result.codes.tolist(), "points": result.points}
+    )
 
 
 def _thresholds_payload(thresholds: ThresholdSet) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from model.latent import MAX_INTERPOLATION_STEPS
 from model.thresholds import THRESHOLD_NAME
 
 Record = dict[str, Any]
@@ -23,6 +24,12 @@ class SampleRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1, description="fixed seed → repeatable samples")
     temperature: float = Field(default=1.0, gt=0, le=10, description="scales the latent prior's spread")
     grid: bool = Field(default=False, description="image models: one PNG with all samples tiled")
+    condition: Any = Field(
+        default=None,
+        description="conditional models (cvae), required there: the context to draw under, an object of the "
+        'condition columns (tabular, e.g. {"segment": "b"}) or the label (images); samples carry it',
+        examples=[{"segment": "b"}],
+    )
 
 
 class ThresholdUpdate(BaseModel):
@@ -110,6 +117,45 @@ class SampleResponse(BaseModel):
     seed: int
     samples: list[Record] | list[str] | None = Field(default=None, description="records, or base64 PNGs")
     grid: str | None = Field(default=None, description="image models with grid=true: one base64 PNG")
+
+
+class EncodeResult(BaseModel):
+    mean: list[float] = Field(description="the posterior mean of z (the code of deterministic autoencoders)")
+    std: list[float] | None = Field(
+        default=None, description="the posterior standard deviation of z; absent for families without a posterior"
+    )
+    row: int | None = Field(default=None, description="sequence models: the row that closes the window")
+    timestamp: float | str | None = Field(default=None, description="sequence models: that row's timestamp, if sent")
+
+
+class EncodeResponse(BaseModel):
+    model: ModelRef
+    latent_dim: int
+    results: list[EncodeResult] = Field(description="one per input, in the order `/score` gives them")
+
+
+class InterpolateOptions(BaseModel):
+    """The field `/interpolate` adds to a `/score` body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(
+        default=10,
+        strict=True,
+        ge=2,
+        le=MAX_INTERPOLATION_STEPS,
+        description=f"points on the path, both ends included (2..{MAX_INTERPOLATION_STEPS})",
+    )
+
+
+class InterpolateResponse(BaseModel):
+    model: ModelRef
+    t: list[float] = Field(description="position of each point: 0 = the first input's code, 1 = the second's")
+    codes: list[list[float]] = Field(description="the code of each point, (steps, latent_dim)")
+    points: list[Record] | list[str] = Field(
+        description="the most likely input at each code: records (tabular), base64 PNGs (images), or "
+        "windows as one list of values per sensor (sequences)"
+    )
 
 
 class ThresholdOut(BaseModel):

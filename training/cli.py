@@ -1,4 +1,4 @@
-"""The `vae-anomaly` command line: train, score, evaluate, serve, demo. The only argv parsing.
+"""The `vae-anomaly` command line: train, score, evaluate, encode, serve, demo. The only argv parsing.
 
 `serve` reaches `service.server.serve` through an import string, so this module never imports
 `service` (training must run without the web stack, and the dependency arrows stay one-way).
@@ -23,14 +23,16 @@ from model.detector import Detector
 from model.errors import InputError, ModelError
 from model.families import FAMILIES
 from model.kinds.tabular.kind import TabularKind
-from model.kinds.tabular.schema import read_schema
+from model.kinds.tabular.schema import Schema, read_schema
 from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
 from training.data import DataError, anomaly_labels, normal_mask, read_table
+from training.encode_cli import add_encode_parser, encode_command
 from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
+from training.latent_report import write_latent_section
 from training.sequence import sequence_train_config
 from training.sequence_cli import score_sequences_file, train_sequences
 from training.tabular import fit_detector
@@ -48,6 +50,13 @@ def _threshold_arg(text: str) -> tuple[str, float]:
     if not sep or not name or not 0 < fpr < 1:
         raise argparse.ArgumentTypeError(f"expected NAME=FPR with 0 < FPR < 1, got {text!r}")
     return name, fpr
+
+
+def _columns_arg(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct column names separated by commas, got {text!r}")
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--adversarial-weight", type=float, default=None, help="aae: weight of the discriminator loss (default 1)"
     )
     train.add_argument(
+        "--condition-columns",
+        type=_columns_arg,
+        default=None,
+        metavar="A,B",
+        help="cvae, tabular: context columns each record is modelled given (inputs at score time, never scored); "
+        "image cvae models are conditioned on the label",
+    )
+    train.add_argument(
         "--patience",
         type=int,
         default=None,
@@ -135,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--active-threshold", default="warn", help="the threshold behind is_anomaly")
     train.add_argument("--model-version", help="version string reported by the service (default: UTC timestamp)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--stream",
+        action="store_true",
+        help="tabular .parquet/.csv larger than memory: read in record batches (see README, Scaling out)",
+    )
+    train.add_argument("--chunk-rows", type=int, default=65_536, help="--stream: rows per record batch")
+    train.add_argument("--loader-workers", type=int, default=0, help="--stream: DataLoader worker processes")
 
     score = commands.add_parser("score", help="score a file with a trained model")
     score.add_argument("model_dir", type=Path)
@@ -142,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, help=".csv, .jsonl (sequences also .parquet); default JSON lines on stdout")
     score.add_argument("--explain", type=int, default=3, help="top features per row")
     score.add_argument("--device", default="auto")
+    score.add_argument(
+        "--engine",
+        choices=("local", "dask"),
+        default="local",
+        help="dask: read_parquet → map_partitions(score_frame) → to_parquet on a Dask cluster (--out: a folder)",
+    )
+    score.add_argument("--scheduler", help="--engine dask: scheduler address (default: a LocalCluster)")
+    score.add_argument("--dask-workers", type=int, default=2, help="--engine dask: LocalCluster worker processes")
+    score.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        help="tables: score in record batches of this many rows, bounded memory (implied by --out .parquet)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="AUROC, AUPRC and F1 at each threshold on labelled data")
     evaluate.add_argument("model_dir", type=Path)
@@ -151,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
     evaluate.add_argument("--device", default="auto")
+
+    add_encode_parser(commands)
 
     serve = commands.add_parser("serve", help="serve a model over HTTP")
     serve.add_argument("model_dir", type=Path)
@@ -165,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None, help="default: as for train")
     demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
     demo.add_argument(
-        "--kind", choices=("tabular", "image"), default="tabular", help="image: 8×8 digits, one digit as normal"
+        "--kind",
+        choices=("tabular", "image", "sequence"),
+        default="tabular",
+        help="image: 8×8 digits, one digit as normal; sequence: a generated pump's sensor stream",
     )
     return parser
 
@@ -185,6 +228,7 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         "top_latent_dim": args.top_latent_dim,
         "adversarial_weight": args.adversarial_weight,
         "likelihood": args.likelihood,
+        "condition_columns": args.condition_columns,
     }
     given = {name: value for name, value in optional.items() if value is not None}
     family_flags = set().union(*family_option_names().values())
@@ -218,6 +262,8 @@ def train_command(args: argparse.Namespace) -> int:
     if kind == "sequence":
         return train_sequences(args, config)
     overrides = read_schema(args.schema) if args.schema else None
+    if args.stream:
+        return _train_stream(args, config, overrides)
     table = read_table(args.data, args.label_column, args.exclude_columns, overrides)
     columns = table.columns
     if table.labels is not None:
@@ -225,10 +271,33 @@ def train_command(args: argparse.Namespace) -> int:
         columns = table.take(np.flatnonzero(keep))
         logger.info("using %d normal rows of %d", int(keep.sum()), len(table))
     result = fit_detector(columns, config, overrides, version=args.model_version, progress=not args.quiet)
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
     print("\n".join(training_report(manifest, summary, "row", 4)))
+    return 0
+
+
+def _train_stream(args: argparse.Namespace, config: TrainConfig, overrides: Schema | None) -> int:
+    """`train --stream`: the tabular fit of `training.streaming`, one record batch at a time."""
+    from training.streaming import ReadOptions, fit_stream
+
+    options = ReadOptions(
+        chunk_rows=args.chunk_rows,
+        label_column=args.label_column,
+        normal_value=args.normal_value,
+        exclude=list(args.exclude_columns),
+    )
+    result = fit_stream(
+        args.data, config, options, overrides, args.model_version, not args.quiet, workers=args.loader_workers
+    )
+    if not result.world.is_writer:
+        return 0
+    manifest = result.detector.save(args.out)
+    print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
+    print("\n".join(training_report(manifest, result.summary, "row", 4)))
     return 0
 
 
@@ -257,6 +326,8 @@ def score_command(args: argparse.Namespace) -> int:
         return score_images_file(args, loaded)
     if loaded.kind.name == "sequence":
         return score_sequences_file(args, loaded)
+    if args.engine == "dask" or args.batch_rows or (args.out is not None and args.out.suffix.lower() == ".parquet"):
+        return _score_in_batches(args, loaded)
     detector, _, columns = _load_scoring_input(loaded, args)
     results = detector.score_results(columns, explain=args.explain)
     if args.out is None:
@@ -278,6 +349,24 @@ def score_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
+    """Tables in bounded memory: record batches in one process, or partitions on Dask."""
+    from training.batch_scoring import score_file_dask, score_file_streaming
+
+    if args.engine == "dask":
+        if args.out is None:
+            raise DataError("--engine dask needs --out (a Parquet folder)")
+        device = "cpu" if args.device == "auto" else args.device
+        rows = score_file_dask(
+            args.model_dir, args.data, args.out, args.scheduler, args.explain, device, args.dask_workers
+        )
+    else:
+        rows = score_file_streaming(detector, args.data, args.out, args.explain, args.batch_rows or 65_536)
+    if args.out is not None:
+        print(f"{rows} rows scored → {args.out}", file=sys.stderr)
+    return 0
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     loaded = Detector.load(args.model_dir, args.device)
     if loaded.kind.name == "image":
@@ -294,6 +383,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.report:
         title = f"vae-anomaly model {detector.manifest.model_id} on {args.data.name}"
         paths = write_report(args.report, scored.terms.score, labels, thresholds, metrics, title)
+        paths += write_latent_section(args.report, detector, columns, table.labels, labels)
         metrics["report"] = [str(p) for p in paths]
     print(json.dumps(metrics, indent=2))
     return 0
@@ -308,8 +398,15 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    def train(argv: list[str]) -> int:
+        return train_command(build_parser().parse_args(["train", *argv]))
+
     if args.kind == "image":
-        return demo_image(args, lambda argv: train_command(build_parser().parse_args(["train", *argv])), serve_command)
+        return demo_image(args, train, serve_command)
+    if args.kind == "sequence":
+        from training.sequence_demo import demo_sequence
+
+        return demo_sequence(args, train, serve_command)
     from training.demo_data import LABEL, demo_records, make_demo_frame
 
     data_path = args.dir / "data" / "demo.csv"
@@ -331,11 +428,13 @@ def demo_command(args: argparse.Namespace) -> int:
     table = read_table(test_path, LABEL, schema=kind.schema)
     assert table.labels is not None
     labels = anomaly_labels(table.labels, None)
-    scores = detector.score(kind.columns_from_table(table.columns)).terms.score
+    columns = kind.columns_from_table(table.columns)
+    scores = detector.score(columns).terms.score
     thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
     metrics = detection_metrics(scores, labels, thresholds)
     report = args.dir / "reports" / "demo"
     write_report(report, scores, labels, thresholds, metrics, "vae-anomaly demo model on held-out demo data")
+    write_latent_section(report, detector, columns, table.labels, labels)
     print(f"held-out test set: AUROC {metrics['auroc']:.3f}, AUPRC {metrics['auprc']:.3f}")
     print(f"report: {report / 'report.md'}")
     token = os.environ.get("VAE_ANOMALY_API_TOKEN") or secrets.token_urlsafe(24)
@@ -363,6 +462,7 @@ COMMANDS = {
     "train": train_command,
     "score": score_command,
     "evaluate": evaluate_command,
+    "encode": encode_command,
     "serve": serve_command,
     "demo": demo_command,
 }
@@ -383,6 +483,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, DataError, OptionsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, wait for every rank (rank 0 may still be writing the artifact), then leave
+    the process group, so no rank exits with collectives in flight."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from model.conditions import fit_condition_spec
 from model.detector import Detector
+from model.families import FAMILIES
 from model.kinds.image.images import ImageSpec, encode_png, images_from_array
 from model.kinds.image.kind import ImageKind
 from training.data import DataError, anomaly_labels, normal_mask
@@ -55,13 +57,38 @@ def _normal_images(images: ImageSet, normal_value: str | None) -> np.ndarray:
 def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
     """Read an image set, keep the normal images, conform them to one geometry and train."""
     images = read_images(args.data, args.labels, args.resize)
-    normal = _normal_images(images, args.normal_value)
+    condition, positions = None, None
+    if FAMILIES[config.family].conditional:  # the label is the condition: every image is normal
+        if images.labels is None:
+            raise DataError(
+                f"{args.data}: family {config.family!r} is conditioned on the image's label, and these images have "
+                "none (put them in one sub-folder per label, give y in the .npz, or an IDX labels file)"
+            )
+        if args.normal_value is not None:
+            raise DataError(
+                f"--normal-value: with family {config.family!r} the labels are the condition, and every image "
+                "is trained on as normal"
+            )
+        try:
+            condition = fit_condition_spec({"label": images.labels}, ["label"])
+        except ValueError as exc:
+            raise DataError(f"{args.data}: {exc}") from exc
+        variable = condition.variables[0]
+        positions = np.array([variable.index(v) for v in images.labels.tolist()], dtype=np.int64)
+        normal = images.pixels
+        print(f"{len(normal)} images, conditioned on {len(variable.values)} labels", file=sys.stderr)
+    else:
+        normal = _normal_images(images, args.normal_value)
     _, channels, height, width = normal.shape
     if args.resize is not None:
         height, width = args.resize
     spec = ImageSpec(height=height, width=width, channels=channels, resize=args.resize is not None)
     pixels = images_from_array(spec, normal).pixels
-    result = fit_image_detector(pixels, spec, config, version=args.model_version, progress=not args.quiet)
+    result = fit_image_detector(
+        pixels, spec, config, version=args.model_version, progress=not args.quiet, condition=condition, labels=positions
+    )
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     summary = result.summary
     print(f"image model {manifest.model_id} (version {manifest.version}) written to {args.out}")
@@ -74,7 +101,9 @@ def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
 def score_images_file(args: argparse.Namespace, detector: Detector) -> int:
     """Score every image of a data set; JSON lines (with `top_regions`) on stdout or into --out."""
     images = read_images(args.data, getattr(args, "labels", None))
-    results = detector.results(detector.score(_image_kind(detector).inputs_from_array(images.pixels)), args.explain)
+    kind = _image_kind(detector)
+    labels = images.labels if kind.condition_spec() is not None else None  # a conditional model's conditions
+    results = detector.results(detector.score(kind.inputs_from_array(images.pixels, labels)), args.explain)
     lines = b"".join(orjson.dumps(result) + b"\n" for result in results)
     if args.out is None:
         sys.stdout.buffer.write(lines)
@@ -92,6 +121,11 @@ def evaluate_images(args: argparse.Namespace, detector: Detector) -> int:
     images = read_images(args.data, getattr(args, "labels", None))
     if images.labels is None:
         raise DataError(f"{args.data}: no labels (an IDX labels file, y in the .npz, or sub-folders)")
+    if _image_kind(detector).condition_spec() is not None:
+        raise DataError(
+            "evaluate reads image labels as normal/anomalous, and this conditional model reads them as its "
+            "condition: score the images with `vae-anomaly score` (labels = conditions) and compare yourself"
+        )
     labels = anomaly_labels(images.labels, args.normal_value)
     inputs = _image_kind(detector).inputs_from_array(images.pixels)
     scored = detector.score(inputs)

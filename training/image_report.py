@@ -1,5 +1,6 @@
 """The picture part of `vae-anomaly evaluate --report` for image models: the most and least
-anomalous test images with reconstructions and heatmaps, samples, and the latent space in 2-D."""
+anomalous test images with reconstructions and heatmaps, samples, and the latent space in 2-D
+(`training.latent_report`, as for every kind)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from model.kinds.image.images import ImageInputs, encode_png, to_channels
 from model.kinds.image.kind import ImageKind
 from model.kinds.image.render import heatmap_overlay, image_grid
 from model.scoring import ScoreBatch
+from training.latent_report import write_latent_section
 
 EXTREMES = 8
 """Images shown at each end of the score ranking."""
@@ -47,34 +49,10 @@ def extremes_panel(detector: Detector, inputs: ImageInputs, scored: ScoreBatch, 
     return image_grid(np.stack(tiles), columns=6, padding=2)
 
 
-def latent_plot(path: Path, latent: np.ndarray, labels: np.ndarray, title: str) -> None:
-    """Latent means projected on their first two principal components, coloured by label."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    centred = latent - latent.mean(axis=0)
-    _, _, components = np.linalg.svd(centred, full_matrices=False)
-    projected = centred @ components[:2].T
-    figure, axes = plt.subplots(figsize=(6, 5.5))
-    names = [str(v) for v in labels.tolist()]
-    for k, name in enumerate(sorted(set(names))):
-        mask = np.array([n == name for n in names])
-        axes.scatter(projected[mask, 0], projected[mask, 1], s=4, alpha=0.6, label=name, color=plt.cm.tab10(k % 10))
-    axes.set_xlabel("PC 1")
-    axes.set_ylabel("PC 2")
-    axes.set_title(title)
-    axes.legend(markerscale=3, fontsize="small", title="label")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def write_image_report(
     directory: Path, detector: Detector, inputs: ImageInputs, scored: ScoreBatch, raw_labels: np.ndarray
 ) -> list[Path]:
-    """extremes.png, samples.png (families that can sample) and latent.png, and their section
+    """extremes.png, samples.png (families that can sample) and latent.png, and their sections
     appended to report.md."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -97,10 +75,6 @@ def write_image_report(
         samples.write_bytes(encode_png(image_grid(_image_kind(detector).sample_pixels(decoded), columns=8, padding=2)))
         written.append(samples)
         section += ["Samples from the model (z from the prior, shown as E[x | z]):", "", "![samples](samples.png)", ""]
-    latent = directory / "latent.png"
-    latent_plot(latent, scored.terms.latent_mean, raw_labels, "latent means (PCA), by label")
-    written.append(latent)
-    section += ["![latent space](latent.png)", ""]
     with (directory / "report.md").open("a") as handle:
         handle.write("\n".join(section))
-    return written
+    return written + write_latent_section(directory, detector, inputs, raw_labels)

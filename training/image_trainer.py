@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from model.conditions import ConditionSpec
 from model.kinds.image.backbone import image_network_config
 from model.kinds.image.images import ImageBatch, ImageSpec
 from model.kinds.image.kind import ImageKind, ImageOptions
@@ -28,9 +29,14 @@ def fit_image_detector(
     config: TrainConfig,
     version: str | None = None,
     progress: bool = True,
+    condition: ConditionSpec | None = None,
+    labels: np.ndarray | None = None,
 ) -> TrainResult:
     """Train on normal images (N, C, H, W) float32 in [0, 1], already in `spec`'s geometry; split
-    70/10/20 like tables, train with early stopping, calibrate thresholds and the pixel baseline."""
+    70/10/20 like tables, train with early stopping, calibrate thresholds and the pixel baseline.
+
+    A conditional family trains on `labels` (N,), the positions of each image's label in
+    `condition` (the label is its condition)."""
     started = time.perf_counter()
     if images.ndim != 4 or images.shape[1:] != spec.shape:
         raise ValueError(f"expected images of shape (N, {', '.join(map(str, spec.shape))}), got {images.shape}")
@@ -44,12 +50,16 @@ def fit_image_detector(
         likelihood=options.likelihood,
         pixel_logvar_min=options.pixel_logvar_min,
     )
-    kind = ImageKind.untrained(spec, network)
-    batches = (
-        ImageBatch.from_numpy(images[split.train]),
-        ImageBatch.from_numpy(images[split.validation]),
-        ImageBatch.from_numpy(images[split.calibration]),
-    )
+    kind = ImageKind.untrained(spec, network, condition)
+
+    def batch(index: np.ndarray) -> ImageBatch:
+        images_batch = ImageBatch.from_numpy(images[index])
+        if condition is not None:
+            assert labels is not None, "a condition needs each image's label"
+            images_batch.condition = condition.one_hot(labels[index][:, None])
+        return images_batch
+
+    batches = (batch(split.train), batch(split.validation), batch(split.calibration))
     chunk_size = max(1, DECODER_PASSES_PER_CHUNK // config.score_samples)
     return fit(kind, split, batches, config, version, progress, started, EVAL_CHUNK, chunk_size)
 

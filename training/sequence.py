@@ -15,19 +15,27 @@ being stationary, which drift (a rig warming up) breaks: documented in docs/BENC
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from model.kinds.sequence.backbone import SequenceBackboneConfig
 from model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKindConfig, SequenceOptions
-from model.kinds.sequence.preprocessing import fit_scaling
+from model.kinds.sequence.preprocessing import disjoint_windows, fit_scaling, slow_sensors
 from model.kinds.sequence.windows import segment_bounds
-from training.sequence_data import pair_starts, split_windows, time_split_bounds
+from training.data import DataError
+from training.sequence_data import WindowSplit, pair_starts, split_windows, time_split_bounds
 from training.trainer import TrainConfig, TrainResult, fit
 
 
 def _inputs(windows: np.ndarray) -> SequenceInputs:
     return SequenceInputs(windows, np.arange(len(windows), dtype=np.int64))
+
+
+def _slow_sensors(sensors: list[str], values: np.ndarray, train_pairs: np.ndarray, window: int) -> list[str]:
+    """`slow_sensors` over disjoint windows of the training rows of the longest series."""
+    lo, hi = max(train_pairs.reshape(-1, 2).tolist(), key=lambda pair: pair[1] - pair[0])
+    return slow_sensors(sensors, disjoint_windows(values[lo:hi], window))
 
 
 def fit_sequence_detector(
@@ -43,36 +51,92 @@ def fit_sequence_detector(
     """Train on normal rows (N, C) in sensor units (NaN = missing), time-ordered within each series
     (`bounds` from `segment_bounds`; one series when None)."""
     started = time.perf_counter()
-    options = config.kind_options_for("sequence")
-    assert isinstance(options, SequenceOptions)
+    options = _options(config)
     bounds = segment_bounds(None, len(values)) if bounds is None else bounds
     window = options.window
     calibration_stride = options.calibration_stride or window
     train_pairs, _, _ = time_split_bounds(bounds, config.validation_fraction, config.calibration_fraction)
     train_rows = np.concatenate([np.arange(lo, hi) for lo, hi in train_pairs.reshape(-1, 2).tolist()])
-    scaling = fit_scaling(sensors, values[train_rows])
     split = split_windows(
         values, bounds, window, options.stride, calibration_stride, config.validation_fraction,
         config.calibration_fraction,
     )  # fmt: skip
-    network = SequenceBackboneConfig(
+    kind_config = SequenceKindConfig(
+        scaling=fit_scaling(sensors, values[train_rows]),
+        network=_network(options, window, len(sensors)),
+        stride=options.stride,
+        calibration_stride=calibration_stride,
+        time_column=time_column,
+        series_column=series_column,
+        relative_sensors=_relative(options, sensors, lambda: _slow_sensors(sensors, values, train_pairs, window)),
+    )
+    return _fit(SequenceKind(kind_config), split, config, version, progress, started)
+
+
+def fit_sequence_windows(
+    windows: np.ndarray,
+    sensors: list[str],
+    config: TrainConfig,
+    version: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on ready-made normal windows (n, T, C) in sensor units, taken as time-ordered: the
+    first windows train, the next validate, the last calibrate (the split never shuffles).
+
+    The window length is T (a `window` option that differs is refused). Whether the windows overlap
+    is the file's business: if they do, the calibration scores are dependent (see the module
+    docstring) and the conformal guarantee weakens accordingly.
+    """
+    started = time.perf_counter()
+    options = _options(config)
+    n, window, channels = windows.shape
+    if channels != len(sensors):
+        raise DataError(f"windows have {channels} sensors but {len(sensors)} names were given")
+    if "window" in config.kind_options and options.window != window:
+        raise DataError(f"--window {options.window} given, but the file's windows have {window} steps")
+    n_cal = round(n * config.calibration_fraction)
+    n_val = round(n * config.validation_fraction)
+    n_train = n - n_val - n_cal
+    if n_train < 8 or n_val < 2 or n_cal < 2:
+        raise DataError(f"{n} windows are too few to train (8), validate (2) and calibrate (2) in time order")
+    split = WindowSplit(windows[:n_train], windows[n_train : n - n_cal], windows[n - n_cal :])
+    kind_config = SequenceKindConfig(
+        scaling=fit_scaling(sensors, split.train.reshape(-1, channels)),
+        network=_network(options, window, channels),
+        stride=1,
+        calibration_stride=1,
+        relative_sensors=_relative(options, sensors, lambda: slow_sensors(sensors, split.train)),
+    )
+    return _fit(SequenceKind(kind_config), split, config, version, progress, started)
+
+
+def _options(config: TrainConfig) -> SequenceOptions:
+    options = config.kind_options_for("sequence")
+    assert isinstance(options, SequenceOptions)
+    return options
+
+
+def _network(options: SequenceOptions, window: int, sensors: int) -> SequenceBackboneConfig:
+    return SequenceBackboneConfig(
         window=window,
-        sensors=len(sensors),
+        sensors=sensors,
         architecture=options.architecture,
         cell=options.cell,
         hidden_size=options.hidden_size,
         logvar_min=options.sensor_logvar_min,
     )
-    kind = SequenceKind(
-        SequenceKindConfig(
-            scaling=scaling,
-            network=network,
-            stride=options.stride,
-            calibration_stride=calibration_stride,
-            time_column=time_column,
-            series_column=series_column,
-        )
-    )
+
+
+def _relative(options: SequenceOptions, sensors: list[str], slow: Callable[[], list[str]]) -> list[str]:
+    """The sensors modelled relative to their window's level, by `options.level`."""
+    if options.level == "auto":
+        return slow()
+    return list(sensors) if options.level == "relative" else []
+
+
+def _fit(
+    kind: SequenceKind, split: WindowSplit, config: TrainConfig, version: str | None, progress: bool, started: float
+) -> TrainResult:
     batches = (
         kind.batch(_inputs(split.train)),
         kind.batch(_inputs(split.validation)),
@@ -92,4 +156,4 @@ def sequence_train_config(**fields: object) -> TrainConfig:
     return TrainConfig(**{**SEQUENCE_DEFAULTS, **fields})  # type: ignore[arg-type]
 
 
-__all__ = ["fit_sequence_detector", "pair_starts", "sequence_train_config"]
+__all__ = ["fit_sequence_detector", "fit_sequence_windows", "pair_starts", "sequence_train_config"]

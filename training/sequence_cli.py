@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import orjson
 
 from model.detector import Detector
-from model.kinds.sequence.kind import SequenceKind
+from model.kinds.sequence.kind import SequenceInputs, SequenceKind
 from training.data import DataError
-from training.sequence import fit_sequence_detector
-from training.sequence_data import read_sensor_table
+from training.sequence import fit_sequence_detector, fit_sequence_windows
+from training.sequence_data import read_sensor_table, read_window_npz, window_sensor_names
 from training.trainer import TrainConfig, training_report
 
 
@@ -23,29 +24,55 @@ def _sequence_kind(detector: Detector) -> SequenceKind:
 
 def train_sequences(args: argparse.Namespace, config: TrainConfig) -> int:
     """Train on a stream whose rows are all normal (rows with a label other than the normal value
-    are not dropped: that would cut windows across the gap; train on a normal stretch instead)."""
-    table = read_sensor_table(
-        args.data, args.time_column, args.series_column, args.label_column, args.exclude_columns, args.sep
-    )
-    result = fit_sequence_detector(
-        table.values,
-        table.sensors,
-        config,
-        table.bounds,
-        version=args.model_version,
-        progress=not args.quiet,
-        time_column=args.time_column,
-        series_column=args.series_column,
-    )
+    are not dropped: that would cut windows across the gap; train on a normal stretch instead), or
+    on an .npz of ready-made windows `X` (n, T, C), oldest first."""
+    if args.data.suffix.lower() == ".npz":
+        windows = read_window_npz(args.data)
+        sensors = window_sensor_names(args.data, windows.shape[2])
+        result = fit_sequence_windows(windows, sensors, config, version=args.model_version, progress=not args.quiet)
+    else:
+        table = read_sensor_table(
+            args.data, args.time_column, args.series_column, args.label_column, args.exclude_columns, args.sep
+        )
+        result = fit_sequence_detector(
+            table.values,
+            table.sensors,
+            config,
+            table.bounds,
+            version=args.model_version,
+            progress=not args.quiet,
+            time_column=args.time_column,
+            series_column=args.series_column,
+        )
+    if not result.world.is_writer:  # torchrun: rank 0 alone writes the artifact
+        return 0
     manifest = result.detector.save(args.out)
     print(f"model {manifest.model_id} (version {manifest.version}) written to {args.out}")
     print("\n".join(training_report(manifest, result.summary, "window", 4)))
     return 0
 
 
+def score_windows(detector: Detector, path: Path, explain: int) -> list[dict[str, object]]:
+    """One result per window of a windows .npz (`row` = the window's index), in the file's order."""
+    kind = _sequence_kind(detector)
+    windows = read_window_npz(path)
+    sensors = window_sensor_names(path, windows.shape[2])
+    if windows.shape[1] != kind.window:
+        raise DataError(f"{path}: windows of {windows.shape[1]} steps; the model's window is {kind.window}")
+    missing = [s for s in kind.sensors if s not in sensors]
+    if missing:
+        raise DataError(f"{path}: sensor {missing[0]!r} of the model is not among the file's sensors {sensors}")
+    windows = windows[:, :, [sensors.index(s) for s in kind.sensors]]
+    inputs = SequenceInputs(windows, np.arange(len(windows), dtype=np.int64))
+    return detector.results(detector.score(inputs), explain)
+
+
 def score_rows(detector: Detector, args: argparse.Namespace) -> list[dict[str, object]]:
     """One result per input row, in the file's order; rows that close no window (the first
-    `window - 1` of each series) get score, p_value and is_anomaly null."""
+    `window - 1` of each series) get score, p_value and is_anomaly null. A windows .npz gets one
+    result per window instead."""
+    if Path(args.data).suffix.lower() == ".npz":
+        return score_windows(detector, Path(args.data), args.explain)
     kind = _sequence_kind(detector)
     config = kind.config
     table = read_sensor_table(args.data, config.time_column, config.series_column, sep=getattr(args, "sep", None))

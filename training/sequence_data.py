@@ -178,6 +178,18 @@ def read_window_npz(path: Path) -> np.ndarray:
     return x
 
 
+def window_sensor_names(path: Path, sensors: int) -> list[str]:
+    """The sensor names of a windows .npz: its optional `sensors` array of C strings, else x0..x{C-1}
+    (the names tabular .npz features get)."""
+    with np.load(path, allow_pickle=False) as data:
+        if "sensors" not in data:
+            return [f"x{j}" for j in range(sensors)]
+        names = [str(name) for name in np.asarray(data["sensors"]).reshape(-1).tolist()]
+    if len(names) != sensors or len(set(names)) != len(names):
+        raise DataError(f"{path}: `sensors` must hold {sensors} distinct names, one per channel of X; got {names}")
+    return names
+
+
 @dataclass
 class WindowSplit:
     """Windows (n, T, C) of the three parts, each cut from its own time span of every series."""

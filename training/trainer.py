@@ -30,6 +30,10 @@ from model.kinds.base import DataKind
 from model.scoring import ScoreMethod, ScoringConfig, posterior_noise, score_in_chunks
 from model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
 from training.data import Split
+from training.distributed import SINGLE, World
+from training.rows import InMemoryRows, TrainRows, mean_elbo
+
+_mean_elbo = mean_elbo  # the name the tests knew
 
 logger = logging.getLogger(__name__)
 
@@ -176,21 +180,23 @@ def auto_batch_size(n_train: int) -> int:
 class TrainResult:
     detector: Detector
     summary: dict[str, Any]
+    world: World = SINGLE  # under torchrun every rank returns the same detector; only `world.is_writer` saves it
 
 
-def _mean_elbo(network: FamilyNetwork, batch: Any, noise: torch.Tensor, size: int) -> float:
-    """The family's validation objective (the ELBO for VAEs) averaged over the batch, nats per row."""
-    network.eval()
-    total = 0.0
-    with torch.inference_mode():
-        for start in range(0, len(batch), size):
-            total += float(network.objective(batch.slice(start, start + size), noise).sum())
-    return total / max(len(batch), 1)
+def _wrap(network: FamilyNetwork, world: World) -> torch.nn.Module:
+    """The module the loss goes through: `DistributedDataParallel` around the network when there
+    are several ranks (it syncs gradients only for what its `forward` returned), else the network."""
+    if not world.distributed:
+        return network
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(network.parameters()).device
+    return DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def _train_epochs(
     network: FamilyNetwork,
-    train: Any,
+    train: TrainRows,
     validation: Any,
     validation_noise: torch.Tensor,
     batch_size: int,
@@ -198,27 +204,33 @@ def _train_epochs(
     config: TrainConfig,
     epochs: tqdm,
     eval_chunk: int = 4096,
+    world: World = SINGLE,
 ) -> tuple[list[dict[str, float]], int, float]:
     """Train until early stopping; leaves `network` holding the weights of the best validation epoch.
 
-    Returns the per-epoch history, the best epoch and its validation objective (nats per row).
+    `batch_size` is global: with several ranks each takes ceil(batch_size / world) rows a step, and
+    the warm-up counts steps of the global batch. Returns the per-epoch history, the best epoch and
+    its validation objective (nats per row).
     """
-    device = train.x_in.device
+    device = train.device
+    model = _wrap(network, world)
     optimizer = make_optimizer(network, config)
-    generator = torch.Generator().manual_seed(config.seed)
-    warmup_steps = warmup_epochs * math.ceil(len(train) / batch_size)
+    # Each rank draws its own noise (rank 0 keeps the single-process seed).
+    generator = torch.Generator().manual_seed(config.seed + world.rank)
+    local_batch = math.ceil(batch_size / world.size)
+    warmup_steps = warmup_epochs * train.steps_per_epoch(local_batch, world)
     best_elbo, best_epoch, best_state = -math.inf, 0, None
     history: list[dict[str, float]] = []
     step = 0
     for epoch in epochs:
         network.train()
-        order = torch.randperm(len(train), generator=generator).to(device)
         recon_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
         kl_sum = torch.zeros((), device=device)
-        for start in range(0, len(train), batch_size):
-            batch = train.select(order[start : start + batch_size])
+        seen = 0
+        for batch in train.epoch(epoch, local_batch, generator, world):
+            seen += len(batch)
             warmup = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
-            terms = network(batch, TrainStep(generator, warmup))
+            terms = model(batch, TrainStep(generator, warmup))  # through DDP's forward: gradients sync
             loss = terms.loss.mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -226,11 +238,12 @@ def _train_epochs(
             step += 1
             recon_sum += terms.reconstruction.detach().sum()
             kl_sum += terms.regulariser.detach().sum()
-        val_elbo = _mean_elbo(network, validation, validation_noise, eval_chunk)
+        val_elbo = mean_elbo(network, validation, validation_noise, eval_chunk, world)
+        recon_total, kl_total, seen_total = world.sum(recon_sum, kl_sum, seen)
         record = {
             "epoch": epoch,
-            "train_recon": float(recon_sum) / len(train),
-            "train_kl": float(kl_sum) / len(train),
+            "train_recon": recon_total / seen_total,
+            "train_kl": kl_total / seen_total,
             "validation_elbo": val_elbo,
         }
         history.append(record)
@@ -289,34 +302,44 @@ class TrainingRun:
 
 def train_network(
     network: FamilyNetwork,
-    train: Any,
+    train: TrainRows,
     validation: Any,
     config: TrainConfig,
     warmup_epochs: int,
     progress: bool,
     eval_chunk: int = 4096,
+    world: World = SINGLE,
 ) -> TrainingRun:
     """The training loop with its set-up (batch size, validation noise, progress bar), shared by
     every kind and family; leaves `network` in eval mode holding the best epoch's weights."""
-    validation_noise = posterior_noise(8, network.latent_dim, config.seed + 1).to(train.x_in.device)
+    validation_noise = posterior_noise(8, network.latent_dim, config.seed + 1).to(train.device)
     batch_size = config.batch_size or auto_batch_size(len(train))
     progress_bar = tqdm(
-        range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if progress else True, leave=False
+        range(1, config.epochs + 1),
+        desc="training",
+        unit="epoch",
+        disable=None if progress and world.is_writer else True,
+        leave=False,
     )
     history, best_epoch, best_elbo = _train_epochs(
-        network, train, validation, validation_noise, batch_size, warmup_epochs, config, progress_bar, eval_chunk
+        network, train, validation, validation_noise, batch_size, warmup_epochs, config, progress_bar, eval_chunk, world
     )
     network.eval()
-    train_elbo = _mean_elbo(network, train, validation_noise, eval_chunk)
+    train_elbo = train.mean_objective(network, validation_noise, eval_chunk, world)
     return TrainingRun(history, best_epoch, best_elbo, train_elbo, batch_size)
 
 
 def training_summary(
-    split: Split, run: TrainingRun, device: torch.device, config: TrainConfig, started: float
+    rows: dict[str, int],
+    run: TrainingRun,
+    device: torch.device,
+    config: TrainConfig,
+    started: float,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """What the manifest's `training` field records about a run."""
     return {
-        "rows": {"train": len(split.train), "validation": len(split.validation), "calibration": len(split.calibration)},
+        "rows": rows,
         "epochs": len(run.history),
         "best_epoch": run.best_epoch,
         "train_elbo": run.train_elbo,
@@ -325,6 +348,7 @@ def training_summary(
         "wall_seconds": round(time.perf_counter() - started, 3),
         "device": str(device),
         "batch_size": run.batch_size,
+        "world_size": world_size,
         "config": config.model_dump(mode="json"),
     }
 
@@ -348,12 +372,53 @@ def fit(
     chunk_size: int | None = None,
 ) -> TrainResult:
     """Train the configured family on a kind's (train, validation, calibration) batches, calibrate
-    the thresholds on the calibration split, and return the detector.
+    the thresholds on the calibration split, and return the detector (see `fit_rows`)."""
+    world = World.from_environment(config.device)
+    device = world.device(resolve_device(config.device))
+    train, validation, calibration = (batch.to(device) for batch in batches)
+    rows = {"train": len(split.train), "validation": len(split.validation), "calibration": len(split.calibration)}
+    return fit_rows(
+        kind,
+        rows,
+        InMemoryRows(train, config.seed),
+        validation,
+        calibration,
+        config,
+        version,
+        progress,
+        started,
+        eval_chunk,
+        chunk_size,
+        world,
+    )
+
+
+def fit_rows(
+    kind: DataKind,
+    rows: dict[str, int],
+    train: TrainRows,
+    validation: Any,
+    calibration: Any,
+    config: TrainConfig,
+    version: str | None,
+    progress: bool,
+    started: float,
+    eval_chunk: int = 4096,
+    chunk_size: int | None = None,
+    world: World = SINGLE,
+) -> TrainResult:
+    """Train on `train` (in memory or streamed), stop early on `validation`, calibrate the
+    thresholds on `calibration` (both batches on the training device), return the detector.
 
     Deterministic for a given `config.seed` on the CPU. `chunk_size` bounds the inputs scored at once
-    (`ScoringConfig.chunk_size`; its default when None).
+    (`ScoringConfig.chunk_size`; its default when None). Under `torchrun` (or in an initialised
+    process group) this is one rank of a data-parallel run (`training.distributed`): every rank holds
+    the same validation and calibration batches, trains its shard, and returns the same detector;
+    the result's `world` says which rank may write it. The calibration split is scored on every rank
+    (forward passes only) so that each can build the kind's calibrated config without shipping
+    decoder outputs around.
     """
-    device = resolve_device(config.device)
+    device = train.device
     family = FAMILIES[config.family]
     family_config = config.family_config(config.latent_dim or kind.default_latent_dim())
     method = config.score_method or family.default_score
@@ -361,18 +426,24 @@ def fit(
         raise OptionsError(
             f"score method {method!r} is not offered by family {family.name!r} ({', '.join(family.score_methods)})"
         )
+    condition = kind.condition_spec()
+    if condition is not None and not family.conditional:
+        conditional = ", ".join(name for name, f in FAMILIES.items() if f.conditional)
+        raise OptionsError(
+            f"the data has a condition ({', '.join(condition.names)}) but family {family.name!r} models none: "
+            f"use a conditional family ({conditional}), or train without the condition"
+        )
     torch.manual_seed(config.seed)
     network = family.build(kind, family_config).to(device)
-    train, validation, calibration = (batch.to(device) for batch in batches)
-    run = train_network(network, train, validation, config, family_config.warmup_epochs(), progress, eval_chunk)
+    run = train_network(network, train, validation, config, family_config.warmup_epochs(), progress, eval_chunk, world)
 
     scoring = ScoringConfig(method=method, n_samples=config.score_samples, seed=config.seed)
     if chunk_size is not None:
         scoring = scoring.model_copy(update={"chunk_size": chunk_size})
     noise = posterior_noise(scoring.n_samples, network.latent_dim, scoring.seed).to(device)
     terms = score_in_chunks(network, calibration, noise, scoring)
-    fields = calibrated_fields(terms.score, config, version, len(split.calibration))
-    summary = training_summary(split, run, device, config, started)
+    fields = calibrated_fields(terms.score, config, version, rows["calibration"])
+    summary = training_summary(rows, run, device, config, started, world.size)
     fields.update(
         {
             "kind": kind.name,
@@ -387,7 +458,9 @@ def fit(
     # The network keeps the adapter it was trained with (likelihoods do not depend on calibration);
     # the detector renders with the calibrated one.
     return TrainResult(
-        detector=Detector(manifest, KINDS[kind.name](manifest.kind_config), network, device), summary=summary
+        detector=Detector(manifest, KINDS[kind.name](manifest.kind_config), network, device),
+        summary=summary,
+        world=world,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from model.families.autoencoder import AAE, AE, DAE, SPARSE_AE
 from model.families.base import Family
+from model.families.cvae import CVAE
 from model.families.hvae import HVAE
 from model.families.vae import BETA_VAE, IWAE, VAE
 
@@ -16,6 +17,7 @@ FAMILIES: dict[str, Family] = {
     "aae": AAE,
     "iwae": IWAE,
     "hvae": HVAE,
+    "cvae": CVAE,
 }
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from model.distributions import log_standard_normal
 from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
 from model.kinds.base import Corruption, DataKind
+from model.latent import LatentCode
 from model.networks import mlp
 from model.scoring import ScoreMethod, ScoreTerms
 
@@ -98,6 +99,10 @@ class AutoencoderNetwork(FamilyNetwork):
 
     def decode(self, z: torch.Tensor) -> Any:
         return self.decoder(z)
+
+    def latent_code(self, batch: Any) -> LatentCode:
+        """The code itself; no std, since there is no posterior distribution."""
+        return LatentCode(self.encode(batch.x_in).double().cpu().numpy())
 
     def log_px(self, batch: Any, z: torch.Tensor) -> torch.Tensor:
         """log p(x | z) summed over the input's elements, (B,)."""

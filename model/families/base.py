@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from model.kinds.base import DataKind
+from model.latent import LatentCode
 from model.scoring import ScoreMethod, ScoreTerms
 
 
@@ -74,6 +75,21 @@ class FamilyNetwork(nn.Module):
         """z (..., B, L) → the kind's decoder output."""
         raise NotImplementedError
 
+    def decode_given(self, z: torch.Tensor, condition: torch.Tensor | None) -> Any:
+        """z (B, L) and the condition's one-hot encoding (B, C) → the kind's decoder output: what
+        sampling calls. Unconditional families take None and decode z alone; conditional ones
+        (`Family.conditional`) override this."""
+        assert condition is None, "an unconditional family was given a condition"
+        return self.decode(z)
+
+    def latent_code(self, batch: Any) -> LatentCode:
+        """The code of each input of a batch on the network's device, deterministic (no noise):
+        the posterior mean (B, L) and, for families with a posterior q(z|x), its standard deviation
+        (B, L); a deterministic autoencoder gives its code and `std=None`. The mean is the code the
+        family's `score` decodes (`ScoreTerms.latent_mean`), and `decode(mean)` gives that
+        reconstruction: `/encode` and `/interpolate` rely on both (see `model.latent`)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class Family:
@@ -87,6 +103,9 @@ class Family:
     default_score: ScoreMethod
     can_sample: bool
     cannot_sample_reason: str = ""
+    conditional: bool = False
+    """Models x given a condition c (the kind's `condition_spec`): trained only on a kind that has
+    one, and `/sample` needs a `condition`."""
 
     def option_names(self) -> set[str]:
         """The family's own options (its config's fields except the generic latent size)."""

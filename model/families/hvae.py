@@ -27,6 +27,7 @@ from torch import nn
 from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
 from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
 from model.kinds.base import DataKind
+from model.latent import LatentCode
 from model.networks import mlp
 from model.scoring import ScoreMethod, ScoreTerms
 
@@ -105,6 +106,9 @@ class HierarchicalVAENetwork(FamilyNetwork):
         z1 = mu_q1 + torch.exp(0.5 * logvar_q1) * eps1
         return {
             "z1": z1,
+            "code_std": torch.cat(  # q's std in code space: of z2, and of z1 / sigma_p(z2)
+                [torch.exp(0.5 * logvar_q2).expand_as(z2), torch.exp(0.5 * (logvar_q1 - logvar_p))], dim=-1
+            ),
             "code_eps1": (z1 - mu_p) * torch.exp(-0.5 * logvar_p),  # z1 whitened under p(z1 | z2)
             "z2": z2,
             "kl2": gaussian_kl(mu_q2, logvar_q2),  # (B,)
@@ -114,6 +118,14 @@ class HierarchicalVAENetwork(FamilyNetwork):
             - log_normal(z2, mu_q2, logvar_q2)
             - log_normal(z1, mu_q1, logvar_q1),  # (S, B): log p(z1, z2) - log q(z1, z2 | x)
         }
+
+    def latent_code(self, batch: Any) -> LatentCode:
+        """The code-space point [mu_q2, whitened mean of z1] that `decode` maps to the posterior
+        means (what `score` decodes), and q's standard deviation in those coordinates."""
+        zero = torch.zeros((1, len(batch), self.latent_dim), device=batch.x_in.device)
+        means = self.infer(batch.x_in, zero)
+        code = torch.cat([means["z2"][0], means["code_eps1"][0]], dim=-1)
+        return LatentCode(code.double().cpu().numpy(), means["code_std"][0].double().cpu().numpy())
 
     def log_px(self, z1: torch.Tensor, batch: Any) -> torch.Tensor:
         return self.kind.log_likelihood(self.decoder(z1), batch).sum(-1)

@@ -20,6 +20,7 @@ from torch import nn
 from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
 from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
 from model.kinds.base import Corruption, DataKind
+from model.latent import LatentCode
 from model.scoring import ScoreMethod, ScoreTerms
 
 
@@ -80,6 +81,11 @@ class GaussianEncoderNetwork(FamilyNetwork):
 
     def decode(self, z: torch.Tensor) -> Any:
         return self.decoder(z)
+
+    def latent_code(self, batch: Any) -> LatentCode:
+        """mu and sigma = exp(logvar / 2) of q(z|x), logvar clamped as in scoring."""
+        mu, logvar = self.encode(batch.x_in)
+        return LatentCode(mu.double().cpu().numpy(), torch.exp(0.5 * logvar.double()).cpu().numpy())
 
     def log_px(self, decoded: Any, batch: Any) -> torch.Tensor:
         """log p(x | z) summed over the input's elements, (..., B)."""

@@ -24,6 +24,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from model.conditions import ConditionSpec
 from model.scoring import ScoreBatch, ScoreTerms
 
 
@@ -98,6 +99,15 @@ class DataKind(Protocol):
         """The latent size a family uses when the training config leaves it open."""
         ...
 
+    def condition_spec(self) -> ConditionSpec | None:
+        """The condition its inputs carry (tabular condition columns, an image label), or None.
+
+        A kind with a condition checks it on every input (absent or unknown → `InputError` naming
+        it), never scores it, and puts its one-hot encoding on the batch as `condition` (B, C),
+        which conditional families (`cvae`) feed to their encoder and decoder.
+        """
+        ...
+
     # -- backbone and likelihood -------------------------------------------------------------------
 
     def build_encoder(self) -> nn.Module:
@@ -164,16 +174,32 @@ class DataKind(Protocol):
         """`/reconstruct` results from terms scored with one noise draw (decoder at the code)."""
         ...
 
-    def render_samples(self, decoded: Any, generator: torch.Generator) -> list[Any]:
-        """Decoder outputs of prior draws → JSON-ready samples (records, base64 PNGs)."""
+    def render_samples(
+        self, decoded: Any, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> list[Any]:
+        """Decoder outputs of prior draws → JSON-ready samples (records, base64 PNGs); `condition`
+        (n, V) holds the positions of the condition values they were drawn under (records carry
+        them in their condition columns), None for an unconditional model."""
+        ...
+
+    def render_expected(self, decoded: Any) -> list[Any]:
+        """Decoder outputs → the most likely input at each code, JSON-ready, as `/reconstruct`
+        shows a reconstruction (records in original units, base64 PNGs at the model's geometry,
+        sensor windows): what `/interpolate` returns along its path."""
+        ...
+
+    def input_keys(self, inputs: Any) -> list[dict[str, object]]:
+        """Per input, the fields besides its position that `/score` uses to identify it in a
+        result (a sequence window's closing `row` and `timestamp`); `{}` where order is enough."""
         ...
 
     def render_grid(self, decoded: Any) -> str:
         """Decoder outputs → one base64 PNG; raises `UnsupportedError` for kinds without pictures."""
         ...
 
-    def inputs_from_decoded(self, decoded: Any, generator: torch.Generator) -> Any:
-        """Checked inputs made from decoder outputs: what warm-up scores."""
+    def inputs_from_decoded(self, decoded: Any, generator: torch.Generator, condition: np.ndarray | None = None) -> Any:
+        """Checked inputs made from decoder outputs (under `condition`, as in `render_samples`):
+        what warm-up scores."""
         ...
 
     def calibrated_config(self, terms: ScoreTerms) -> BaseModel:

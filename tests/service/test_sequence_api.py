@@ -83,3 +83,22 @@ def test_reconstruct_and_sample_windows(client):
     samples = client.post("/sample", json={"n": 2, "seed": 1})
     assert samples.status_code == 200, samples.text
     assert len(samples.json()["samples"][0]["pressure"]) == WINDOW
+
+
+def test_metrics_count_scored_rows_not_requests(client):
+    """20 rows with a window of 8: 13 rows close a window, so 13 records scored, one request."""
+    from tests.service.test_admin_and_metrics import samples, value
+
+    rows = stream(20, seed=2)
+    rows[15:, 0] += 30.0  # the last rows break the pressure cycle: their windows exceed the thresholds
+    results = client.post("/score", json=body(rows)).json()["results"]
+    client.post("/score", json=body(stream(WINDOW - 1)))  # a 422 scores nothing
+    metrics = samples(client)
+    assert value(metrics, "vae_anomaly_records_scored_total") == len(results) == 20 - WINDOW + 1
+    assert value(metrics, "vae_anomaly_score_count") == 13
+    assert value(metrics, "vae_anomaly_window_records") == 13
+    for name in ("warn", "critical"):
+        exceeded = sum(name in r["thresholds_exceeded"] for r in results)
+        assert exceeded >= 5
+        assert value(metrics, "vae_anomaly_anomalies_total", threshold=name) == exceeded
+    assert value(metrics, "vae_anomaly_requests_total", endpoint="/score", status="200") == 1

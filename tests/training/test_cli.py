@@ -213,13 +213,14 @@ def test_evaluate_with_report(csv_model: tuple[Path, str], labelled_csv: Path, i
         assert row["f1"] == pytest.approx(2 * tp / (2 * tp + fp + 30 - tp))
         assert row["false_positive_rate"] == pytest.approx(fp / 300)
     assert metrics["model"] == {"id": detector.manifest.model_id, "version": detector.manifest.version}
-    assert sorted(Path(p).name for p in metrics["report"]) == ["histogram.png", "report.md", "roc.png"]
-    for name in ("histogram.png", "roc.png"):
+    assert sorted(Path(p).name for p in metrics["report"]) == ["histogram.png", "latent.png", "report.md", "roc.png"]
+    for name in ("histogram.png", "roc.png", "latent.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = (report / "report.md").read_text()
     assert f"AUROC: {metrics['auroc']:.4f}, AUPRC: {metrics['auprc']:.4f}." in text
     assert "| warn |" in text and "| critical |" in text
     assert "![ROC curve](roc.png)" in text
+    assert "## Latent space" in text and "principal components" in text and "![latent space](latent.png)" in text
 
 
 def test_evaluate_npz_without_label_column(labelled_npz: Path, tmp_path: Path, capsys):

@@ -51,3 +51,32 @@ def test_train_then_score_every_row_in_file_order(tmp_path: Path, capsys):
     table = pd.read_csv(csv_out)
     assert len(table) == 40 and table["score"].isna().sum() == 7
     assert list(table.columns[:4]) == ["row", "score", "p_value", "is_anomaly"]
+
+
+def test_train_and_score_ready_made_windows_from_npz(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    t = np.arange(12)[None, :, None] + rng.integers(0, 50, size=(120, 1, 1))  # (120, T=12, 1) window phases
+    windows = np.concatenate([np.sin(t / 3), np.cos(t / 3)], axis=2) + 0.05 * rng.normal(size=(120, 12, 2))
+    data = tmp_path / "windows.npz"
+    np.savez(data, X=windows, sensors=np.array(["pressure", "flow"]))
+    model = tmp_path / "model"
+    argv = ["train", str(data), "--kind", "sequence", "--out", str(model), "--epochs", "2", "--quiet"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["kind_config"]["network"]["window"] == 12
+    assert manifest["kind_config"]["scaling"]["sensors"] == ["pressure", "flow"]
+    # Scoring: one result per window, in the file's order; a sensor order swap is undone by name.
+    test = tmp_path / "test.npz"
+    broken = windows[:5].copy()
+    broken[2, 6:, 0] += 4.0
+    np.savez(test, X=broken[:, :, ::-1], sensors=np.array(["flow", "pressure"]))
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", str(model), str(test), "--out", str(out), "--device", "cpu"]) == 0
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["row"] for r in results] == [0, 1, 2, 3, 4]
+    scores = [r["score"] for r in results]
+    assert int(np.argmax(scores)) == 2 and results[2]["top_sensors"][0]["sensor"] == "pressure"
+    # A --window that contradicts the file's windows, and windows of another length, are refused.
+    assert main([*argv, "--window", "8", "--device", "cpu"]) == 2
+    np.savez(test, X=windows[:3, :8], sensors=np.array(["pressure", "flow"]))
+    assert main(["score", str(model), str(test), "--device", "cpu"]) == 2

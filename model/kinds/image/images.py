@@ -232,6 +232,7 @@ class ImageInputs:
 
     pixels: np.ndarray  # (B, C, H, W) float32 in [0, 1]
     shapes: list[tuple[int, int, int]]  # each input's (channels, height, width)
+    condition: np.ndarray | None = None  # (B, 1) position of each image's label, conditional models only
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
@@ -293,6 +294,7 @@ class ImageBatch:
     likelihood's target are the same tensor (no masks: every pixel is observed)."""
 
     x: torch.Tensor
+    condition: torch.Tensor | None = None  # (B, C) one-hot label of a conditional model
 
     @property
     def x_in(self) -> torch.Tensor:
@@ -302,13 +304,13 @@ class ImageBatch:
         return self.x.shape[0]
 
     def to(self, device: torch.device | str) -> ImageBatch:
-        return ImageBatch(self.x.to(device))
+        return ImageBatch(self.x.to(device), None if self.condition is None else self.condition.to(device))
 
     def slice(self, start: int, stop: int) -> ImageBatch:
-        return ImageBatch(self.x[start:stop])
+        return ImageBatch(self.x[start:stop], None if self.condition is None else self.condition[start:stop])
 
     def select(self, index: torch.Tensor) -> ImageBatch:
-        return ImageBatch(self.x[index])
+        return ImageBatch(self.x[index], None if self.condition is None else self.condition[index])
 
     @classmethod
     def from_numpy(cls, images: np.ndarray) -> ImageBatch:

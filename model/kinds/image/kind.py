@@ -16,6 +16,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from model.conditions import ConditionSpec
+from model.errors import InputError, InputIssue
 from model.kinds.base import Corruption, InputLimits
 from model.kinds.image.backbone import (
     ImageDecoder,
@@ -55,6 +57,9 @@ class ImageKindConfig(BaseModel):
     image: ImageSpec
     pixel_baseline: PixelBaseline
     network: ImageNetworkConfig
+    condition: ConditionSpec | None = Field(
+        default=None, description="conditional models (cvae): the labels, one variable named 'label'"
+    )
 
 
 class ImageOptions(BaseModel):
@@ -101,16 +106,25 @@ class ImageKind:
     result_unit: ClassVar[str] = "image"
 
     def __init__(self, config: ImageKindConfig):
-        self._setup(config.image, config.network, config.pixel_baseline)
+        self._setup(config.image, config.network, config.pixel_baseline, config.condition)
 
     @classmethod
-    def untrained(cls, spec: ImageSpec, network: ImageNetworkConfig) -> ImageKind:
+    def untrained(
+        cls, spec: ImageSpec, network: ImageNetworkConfig, condition: ConditionSpec | None = None
+    ) -> ImageKind:
         kind = cls.__new__(cls)
-        kind._setup(spec, network, None)
+        kind._setup(spec, network, None, condition)
         return kind
 
-    def _setup(self, spec: ImageSpec, network: ImageNetworkConfig, baseline: PixelBaseline | None) -> None:
+    def _setup(
+        self,
+        spec: ImageSpec,
+        network: ImageNetworkConfig,
+        baseline: PixelBaseline | None,
+        condition: ConditionSpec | None = None,
+    ) -> None:
         self.spec = spec
+        self.condition = condition
         self.network = network
         self.pixel_baseline = baseline
         self.baseline = np.asarray(baseline.mean if baseline else np.zeros(spec.height * spec.width), dtype=np.float64)
@@ -123,6 +137,9 @@ class ImageKind:
 
     def default_latent_dim(self) -> int:
         return default_latent_dim(self.spec.channels, self.spec.height, self.spec.width)
+
+    def condition_spec(self) -> ConditionSpec | None:
+        return self.condition
 
     # -- backbone and likelihood -------------------------------------------------------------------
 
@@ -145,19 +162,25 @@ class ImageKind:
         if corruption.kind == "masking":
             n, _, height, width = x.shape
             keep = torch.rand((n, 1, height, width), generator=generator) >= corruption.rate
-            return ImageBatch(x * keep.to(x.device).float())
-        return ImageBatch(x + torch.randn(x.shape, generator=generator).to(x.device) * corruption.rate)
+            return ImageBatch(x * keep.to(x.device).float(), batch.condition)
+        return ImageBatch(x + torch.randn(x.shape, generator=generator).to(x.device) * corruption.rate, batch.condition)
 
     # -- codec ---------------------------------------------------------------------------------------
 
     def batch(self, inputs: ImageInputs) -> ImageBatch:
-        return ImageBatch.from_numpy(inputs.pixels)
+        batch = ImageBatch.from_numpy(inputs.pixels)
+        if self.condition is not None:
+            assert inputs.condition is not None, "a conditional model's inputs carry their labels"
+            batch.condition = self.condition.one_hot(inputs.condition)
+        return batch
 
     def count(self, inputs: ImageInputs) -> int:
         return len(inputs)
 
     def concat(self, parts: Sequence[ImageInputs]) -> ImageInputs:
-        return ImageInputs(np.concatenate([p.pixels for p in parts]), [s for p in parts for s in p.shapes])
+        conditions = [p.condition for p in parts if p.condition is not None]
+        condition = np.concatenate(conditions) if len(conditions) == len(parts) else None
+        return ImageInputs(np.concatenate([p.pixels for p in parts]), [s for p in parts for s in p.shapes], condition)
 
     def missing(self, inputs: ImageInputs) -> np.ndarray:
         return np.zeros((len(inputs), 0), dtype=bool)
@@ -166,17 +189,47 @@ class ImageKind:
         return ImageScoreRequest.model_validate(data)
 
     def request_inputs(self, body: ImageScoreRequest, limits: InputLimits) -> ImageInputs:
-        return images_from_payload(self.spec, body.images, body.arrays, limits.max_image_pixels)
+        inputs = images_from_payload(self.spec, body.images, body.arrays, limits.max_image_pixels)
+        return self.with_labels(inputs, body.labels, "labels")
 
-    def inputs_from_array(self, pixels: np.ndarray) -> ImageInputs:
-        """Images read from a file, (N, H, W) or (N, C, H, W) → checked inputs."""
-        return images_from_array(self.spec, pixels)
+    def inputs_from_array(self, pixels: np.ndarray, labels: np.ndarray | None = None) -> ImageInputs:
+        """Images read from a file, (N, H, W) or (N, C, H, W) → checked inputs; a conditional
+        model needs their `labels` (N,)."""
+        inputs = images_from_array(self.spec, pixels)
+        return self.with_labels(inputs, None if labels is None else labels.tolist(), "labels")
+
+    def with_labels(self, inputs: ImageInputs, labels: list[object] | None, field: str) -> ImageInputs:
+        """A conditional model's inputs with each image's label checked against the known ones;
+        `InputError` when labels are absent, of another count, unknown, or sent to a model without
+        a condition."""
+        if self.condition is None:
+            if labels is not None:
+                msg = "this image model is not conditional: send no labels"
+                raise InputError([InputIssue((field,), msg, "extra_forbidden")])
+            return inputs
+        known = self.condition.variables[0].known()
+        if labels is None:
+            msg = f"this conditional image model needs each image's label (one of {known})"
+            raise InputError([InputIssue((field,), msg, "missing")])
+        if len(labels) != len(inputs):
+            msg = f"expected one label per image ({len(inputs)}), got {len(labels)}"
+            raise InputError([InputIssue((field,), msg, "labels_length")])
+        positions, issues = self.condition.column_index("label", labels, (field,), name_in_loc=False)
+        if issues:
+            raise InputError(issues)
+        return ImageInputs(inputs.pixels, inputs.shapes, positions[:, None])
 
     def input_signature(self) -> object:
         return self.spec
 
     def describe(self) -> dict[str, object]:
-        return {"image": self.spec.model_dump(mode="json"), "network": self.network.model_dump(mode="json")}
+        described: dict[str, object] = {
+            "image": self.spec.model_dump(mode="json"),
+            "network": self.network.model_dump(mode="json"),
+        }
+        if self.condition is not None:
+            described["condition"] = self.condition.model_dump(mode="json")
+        return described
 
     # -- rendering -----------------------------------------------------------------------------------
 
@@ -236,21 +289,35 @@ class ImageKind:
         """(n, C, H, W) images shown as E[x | z] (pixel noise would only add speckle)."""
         return decoded.mean().clamp(0, 1).cpu().numpy()
 
-    def render_samples(self, decoded: ImageDecoderOutput, generator: torch.Generator) -> list[str]:
-        """Samples as base64 PNGs."""
+    def render_samples(
+        self, decoded: ImageDecoderOutput, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> list[str]:
+        """Samples as base64 PNGs (their label is the request's condition)."""
         return [png_base64(image) for image in self.sample_pixels(decoded)]
+
+    def render_expected(self, decoded: ImageDecoderOutput) -> list[str]:
+        """E[x | z] at each code as base64 PNGs at the model's geometry."""
+        return [png_base64(image) for image in self.sample_pixels(decoded)]
+
+    def input_keys(self, inputs: ImageInputs) -> list[dict[str, object]]:
+        return [{} for _ in range(len(inputs))]
 
     def render_grid(self, decoded: ImageDecoderOutput) -> str:
         """Samples tiled into one base64 PNG."""
         return png_base64(image_grid(self.sample_pixels(decoded)))
 
-    def inputs_from_decoded(self, decoded: ImageDecoderOutput, generator: torch.Generator) -> ImageInputs:
+    def inputs_from_decoded(
+        self, decoded: ImageDecoderOutput, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> ImageInputs:
         images = self.sample_pixels(decoded)
-        return ImageInputs(images, [image.shape for image in images])
+        return ImageInputs(images, [image.shape for image in images], condition)
 
     def calibrated_config(self, terms: ScoreTerms) -> BaseModel:
         return ImageKindConfig(
-            image=self.spec, pixel_baseline=pixel_baseline(terms.contributions), network=self.network
+            image=self.spec,
+            pixel_baseline=pixel_baseline(terms.contributions),
+            network=self.network,
+            condition=self.condition,
         )
 
 

@@ -24,6 +24,12 @@ class ImageScoreRequest(BaseModel):
         description="nested arrays H×W or C×H×W: integers 0..255, or floats 0..1",
         examples=[[[[0, 255], [255, 0]]]],
     )
+    labels: list[Any] | None = Field(
+        default=None,
+        min_length=1,
+        description="conditional image models (cvae), required there: each image's label, its condition",
+        examples=[[7]],
+    )
     explain: int = Field(default=3, ge=0, le=1000, description="how many top regions to list per image")
 
     @model_validator(mode="after")

@@ -22,11 +22,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from model.conditions import ConditionSpec
 from model.errors import InputError, InputIssue
 from model.kinds.base import Corruption, InputLimits
 from model.kinds.sequence.backbone import SequenceBackboneConfig, SequenceDecoderOutput, build_sequence_backbone
 from model.kinds.sequence.likelihood import element_log_probs
-from model.kinds.sequence.preprocessing import SensorScaling
+from model.kinds.sequence.preprocessing import SensorScaling, window_levels
 from model.kinds.sequence.requests import SequenceScoreRequest
 from model.kinds.sequence.windows import closing_windows, gather_windows, require_rows, segment_bounds
 from model.scoring import ScoreBatch, ScoreTerms, result_fields
@@ -44,6 +45,9 @@ class SequenceKindConfig(BaseModel):
     calibration_stride: int = Field(ge=1)
     time_column: str | None = None
     series_column: str | None = None
+    relative_sensors: list[str] = Field(
+        default_factory=list, description="sensors modelled relative to their window's own mean level"
+    )
 
 
 class SequenceOptions(BaseModel):
@@ -60,6 +64,11 @@ class SequenceOptions(BaseModel):
     cell: Literal["gru", "lstm"] = Field(default="gru", description="recurrent cell of recurrent sequence models")
     hidden_size: int = Field(default=64, ge=1, description="recurrent state size of sequence models")
     sensor_logvar_min: float = Field(default=-4.6, le=0.0, description="floor of a sensor's log-variance")
+    level: Literal["absolute", "auto", "relative"] = Field(
+        default="absolute",
+        description="sensor levels: absolute; relative to each window's mean for every sensor; or auto, "
+        "relative for the slow sensors whose level drifts between training windows",
+    )
 
 
 @dataclass
@@ -123,9 +132,13 @@ class SequenceKind:
         self.scaling = config.scaling
         self.sensors = config.scaling.sensors
         self.window = config.network.window
+        self.relative = np.array([s in config.relative_sensors for s in self.sensors], dtype=bool)
 
     def default_latent_dim(self) -> int:
         return int(min(16, max(4, self.network.sensors)))
+
+    def condition_spec(self) -> ConditionSpec | None:
+        return None  # windows carry no condition (yet): conditional families refuse sequence models
 
     # -- backbone and likelihood -------------------------------------------------------------------
 
@@ -151,8 +164,21 @@ class SequenceKind:
 
     # -- codec ---------------------------------------------------------------------------------------
 
+    def standardize(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Windows (n, T, C) in sensor units → (model values, observed mask, removed levels (n, C)).
+
+        Relative sensors lose their window's mean level (a drifting level that training could not
+        pin down); the levels are 0 for the other sensors and are added back by `reconstruct`.
+        """
+        z, mask = self.scaling.standardize(windows)
+        levels = np.zeros((len(windows), len(self.sensors)))
+        if self.relative.any():
+            levels[:, self.relative] = window_levels(z[..., self.relative], mask[..., self.relative])
+            z = np.where(mask, z - levels[:, None, :], 0.0)
+        return z, mask, levels
+
     def batch(self, inputs: SequenceInputs) -> SequenceBatch:
-        z, mask = self.scaling.standardize(inputs.windows)
+        z, mask, _ = self.standardize(inputs.windows)
         return SequenceBatch(torch.from_numpy(z).float(), torch.from_numpy(mask))
 
     def count(self, inputs: SequenceInputs) -> int:
@@ -250,7 +276,8 @@ class SequenceKind:
     def reconstruct(self, inputs: SequenceInputs, terms: ScoreTerms) -> list[dict[str, object]]:
         """The window as the decoder sees it at the code, in sensor units, with each sensor's error."""
         expected: SequenceDecoderOutput = terms.expected
-        means = self.scaling.to_original(expected.mean.double().numpy())  # (B, T, C)
+        levels = self.standardize(inputs.windows)[2][:, None, :]  # (B, 1, C)
+        means = self.scaling.to_original(expected.mean.double().numpy() + levels)  # (B, T, C)
         errors = self.sensor_errors(terms).sum(axis=1)
         rows = inputs.rows.tolist()
         return [
@@ -269,17 +296,33 @@ class SequenceKind:
         z = decoded.mean.cpu() + std * torch.randn(decoded.mean.shape, generator=generator)
         return self.scaling.to_original(z.double().numpy())
 
-    def render_samples(self, decoded: SequenceDecoderOutput, generator: torch.Generator) -> list[dict[str, object]]:
+    def render_samples(
+        self, decoded: SequenceDecoderOutput, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> list[dict[str, object]]:
         """Generated windows: one list of T values per sensor."""
         windows = self._draw(decoded, generator)
         return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in windows]
+
+    def render_expected(self, decoded: SequenceDecoderOutput) -> list[dict[str, object]]:
+        """E[x | z] at each code: one list of T values per sensor, in sensor units."""
+        means = self.scaling.to_original(decoded.mean.cpu().double().numpy())  # (n, T, C)
+        return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in means]
+
+    def input_keys(self, inputs: SequenceInputs) -> list[dict[str, object]]:
+        """Each window's closing row (and its timestamp when the request sent them), as in `/score`."""
+        rows = inputs.rows.tolist()
+        if inputs.timestamps is None:
+            return [{"row": row} for row in rows]
+        return [{"row": row, "timestamp": stamp} for row, stamp in zip(rows, inputs.timestamps, strict=True)]
 
     def render_grid(self, decoded: SequenceDecoderOutput) -> str:
         from model.errors import UnsupportedError
 
         raise UnsupportedError("sequence models have no sample grid; use /sample", "grid", "unsupported")
 
-    def inputs_from_decoded(self, decoded: SequenceDecoderOutput, generator: torch.Generator) -> SequenceInputs:
+    def inputs_from_decoded(
+        self, decoded: SequenceDecoderOutput, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> SequenceInputs:
         windows = self._draw(decoded, generator)
         return SequenceInputs(windows, np.arange(len(windows), dtype=np.int64) + self.window - 1)
 

@@ -6,8 +6,15 @@ mean), so a window with a gap is still scored on what was observed.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+SLOW_RATIO = 1.0
+"""A sensor is *slow* (its level drifts) when, over disjoint training windows, the spread of the
+window means exceeds the mean spread within a window: on SKAB's training rows the two temperature
+sensors give 2.5-2.6, every other sensor 0.2-0.6 (docs/BENCHMARKS.md)."""
 
 MIN_STD = 1e-8
 """A sensor constant on the training rows gets unit scale instead of a division by ~0; its decoder
@@ -42,3 +49,35 @@ def fit_scaling(sensors: list[str], values: np.ndarray) -> SensorScaling:
     mean = np.where(np.isfinite(mean), mean, 0.0)
     std = np.where(np.isfinite(std) & (std > MIN_STD), std, 1.0)
     return SensorScaling(sensors=sensors, mean=mean.tolist(), std=std.tolist())
+
+
+def slow_sensors(sensors: list[str], windows: np.ndarray) -> list[str]:
+    """The sensors whose level drifts between the windows (n, T, C) (NaN = missing).
+
+    Compares, per sensor, the standard deviation of the window means with the mean standard
+    deviation inside a window (ratio above `SLOW_RATIO`). Such a sensor carries a level that the
+    training rows cannot pin down (a rig warming up), so a model of its absolute value alarms on
+    every later normal row. Fewer than two windows decide nothing: none is slow. The ratio does not
+    depend on the sensors' scale, so raw or standardised values give the same answer.
+    """
+    if len(windows) < 2:
+        return []
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        between = np.nanstd(np.nanmean(windows, axis=1), axis=0)
+        within = np.nanmean(np.nanstd(windows, axis=1), axis=0)
+    ratio = between / np.maximum(within, MIN_STD)
+    return [s for s, r in zip(sensors, ratio.tolist(), strict=True) if np.isfinite(r) and r > SLOW_RATIO]
+
+
+def disjoint_windows(values: np.ndarray, window: int) -> np.ndarray:
+    """Rows (N, C) of one series cut into consecutive windows that share no row: (N // T, T, C)."""
+    n = (len(values) // window) * window
+    return values[:n].reshape(n // window, window, -1)
+
+
+def window_levels(z: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean of each window's observed standardised values per sensor: z, mask (n, T, C) → (n, C);
+    0 for a sensor missing over the whole window."""
+    counts = mask.sum(axis=1)
+    return np.where(counts > 0, np.where(mask, z, 0.0).sum(axis=1) / np.maximum(counts, 1), 0.0)

@@ -17,8 +17,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from model.conditions import ConditionSpec
 from model.errors import UnsupportedError
 from model.kinds.base import Corruption, InputLimits
+from model.kinds.tabular import conditions
 from model.kinds.tabular.backbone import DecoderOutput, TabularDecoder, TabularEncoder, TabularNetworkConfig
 from model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
 from model.kinds.tabular.likelihood import feature_log_probs
@@ -36,6 +38,9 @@ class TabularKindConfig(BaseModel):
     feature_schema: Schema = Field(alias="schema")
     preprocessing: Preprocessing
     network: TabularNetworkConfig
+    condition: ConditionSpec | None = Field(
+        default=None, description="condition columns (`--condition-columns`): inputs of every record, never scored"
+    )
 
 
 class TabularOptions(BaseModel):
@@ -47,6 +52,10 @@ class TabularOptions(BaseModel):
     numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
     numeric_logvar_min: float = Field(default=-4.6, le=0.0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
+    condition_columns: list[str] = Field(
+        default_factory=list,
+        description="conditional families (cvae): columns that are the context of each record, not features",
+    )
 
 
 def tabular_network_config(codec: TabularCodec, options: TabularOptions) -> TabularNetworkConfig:
@@ -83,10 +92,14 @@ class TabularKind:
         self.schema = config.feature_schema
         self.feature_by_name = {f.name: f for f in self.schema.features}
         self.codec = TabularCodec(self.schema, config.preprocessing)
+        self.condition = config.condition
         self._owners = torch.from_numpy(self.codec.input_feature_index())
 
     def default_latent_dim(self) -> int:
         return int(min(16, max(2, math.ceil(len(self.schema.features) / 2))))
+
+    def condition_spec(self) -> ConditionSpec | None:
+        return self.condition
 
     # -- backbone and likelihood -------------------------------------------------------------------
 
@@ -124,7 +137,10 @@ class TabularKind:
     # -- codec ---------------------------------------------------------------------------------------
 
     def batch(self, inputs: Columns) -> EncodedBatch:
-        return self.codec.encode(inputs)
+        batch = self.codec.encode(inputs)
+        if self.condition is not None:
+            batch.condition = self.condition.one_hot(conditions.condition_index(self.condition, inputs))
+        return batch
 
     def count(self, inputs: Columns) -> int:
         return len(next(iter(inputs.values())))
@@ -146,25 +162,39 @@ class TabularKind:
         return self.columns_from_rows(body.columns, body.data)
 
     def columns_from_records(self, records: Sequence[object]) -> Columns:
-        """JSON records → checked columns (the rules of `records_to_columns`, checked per column)."""
+        """JSON records → checked columns (the rules of `records_to_columns`, checked per column),
+        plus the condition columns of a conditional model (`model.kinds.tabular.conditions`)."""
+        if self.condition is not None:
+            return conditions.split_records(
+                self.condition, records, lambda rest: json_records_to_columns(self.schema, rest), "records"
+            )
         return json_records_to_columns(self.schema, records)
 
     def columns_from_rows(self, names: Sequence[str], rows: Sequence[Sequence[object]]) -> Columns:
         """A columnar JSON body (column names, rows of values) → checked columns."""
+        if self.condition is not None:
+            return conditions.split_table(
+                self.condition, names, rows, lambda rest, data: json_table_to_columns(self.schema, rest, data)
+            )
         return json_table_to_columns(self.schema, names, rows)
 
     def columns_from_table(self, columns: dict[str, np.ndarray]) -> Columns:
         """Columns read from a file → checked columns."""
+        if self.condition is not None:
+            return conditions.split_file_columns(self.condition, columns, lambda rest: check_columns(self.schema, rest))
         return check_columns(self.schema, columns)
 
     def input_signature(self) -> object:
         return self.schema
 
     def describe(self) -> dict[str, object]:
-        return {
+        described: dict[str, object] = {
             "schema": self.schema.model_dump(mode="json"),
             "network": self.config.network.model_dump(mode="json"),
         }
+        if self.condition is not None:
+            described["condition"] = self.condition.model_dump(mode="json")
+        return described
 
     # -- rendering -----------------------------------------------------------------------------------
 
@@ -178,18 +208,36 @@ class TabularKind:
 
     def expected_columns(self, terms: ScoreTerms) -> dict[str, list[object]]:
         """`expected_records` as one list per feature."""
-        expected: DecoderOutput = terms.expected
+        return self.decoded_columns(terms.expected)
+
+    def decoded_columns(self, decoded: DecoderOutput) -> dict[str, list[object]]:
+        """The most likely record at each decoded code (numeric means, the likeliest category and
+        boolean), in original units, as one list per feature."""
+        decoded = decoded.cpu()
+        n = decoded.numeric_mean.shape[0]
         category_index = (
-            np.stack([logits.argmax(-1).numpy() for logits in expected.category_logits], axis=1)
-            if expected.category_logits
-            else np.zeros((len(terms.score), 0), dtype=np.int64)
+            np.stack([logits.argmax(-1).numpy() for logits in decoded.category_logits], axis=1)
+            if decoded.category_logits
+            else np.zeros((n, 0), dtype=np.int64)
         )
-        boolean_value = (expected.boolean_logits > 0).numpy().astype(np.float64)
-        return self.codec.decode_columns(expected.numeric_mean.double().numpy(), category_index, boolean_value)
+        boolean_value = (decoded.boolean_logits > 0).numpy().astype(np.float64)
+        return self.codec.decode_columns(decoded.numeric_mean.double().numpy(), category_index, boolean_value)
+
+    def render_expected(self, decoded: DecoderOutput) -> list[dict[str, object]]:
+        """The most likely record at each code, in original units (as `/reconstruct` shows it)."""
+        columns = self.decoded_columns(decoded)
+        n = decoded.numeric_mean.shape[0]
+        return [{name: columns[name][i] for name in self.schema.names} for i in range(n)]
+
+    def input_keys(self, inputs: Columns) -> list[dict[str, object]]:
+        return [{} for _ in range(self.count(inputs))]
 
     def reconstruct(self, inputs: Columns, terms: ScoreTerms) -> list[dict[str, object]]:
         """Reconstruction (denoised record, missing entries imputed) and per-feature errors."""
         reconstructions = self.expected_records(terms)
+        if self.condition is not None:  # the context as given: a record as the model saw it
+            given = self.condition.outputs(conditions.condition_index(self.condition, inputs))
+            reconstructions = [{**record, **context} for record, context in zip(reconstructions, given, strict=True)]
         missing = self.codec.missing(inputs)
         names = self.schema.names
         results = []
@@ -201,8 +249,11 @@ class TabularKind:
             results.append({"reconstruction": reconstruction, "feature_errors": errors, "imputed": imputed})
         return results
 
-    def render_samples(self, decoded: DecoderOutput, generator: torch.Generator) -> list[dict[str, object]]:
-        """x ~ p(x|z) for each decoded z, as records in original units."""
+    def render_samples(
+        self, decoded: DecoderOutput, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> list[dict[str, object]]:
+        """x ~ p(x|z) for each decoded z, as records in original units; a conditional model's
+        records carry the condition they were drawn under in their condition columns."""
         n = decoded.numeric_mean.shape[0]
         std = torch.exp(0.5 * decoded.numeric_logvar).cpu()
         numeric = decoded.numeric_mean.cpu() + std * torch.randn(std.shape, generator=generator)
@@ -213,13 +264,21 @@ class TabularKind:
         category_index = torch.stack(categories, 1).numpy() if categories else np.zeros((n, 0), dtype=np.int64)
         probs = torch.sigmoid(decoded.boolean_logits.cpu().double())
         boolean = (torch.rand(probs.shape, generator=generator, dtype=torch.float64) < probs).double().numpy()
-        return self.codec.decode_records(numeric.double().numpy(), category_index, boolean)
+        records = self.codec.decode_records(numeric.double().numpy(), category_index, boolean)
+        if self.condition is not None and condition is not None:
+            records = [
+                {**record, **context}
+                for record, context in zip(records, self.condition.outputs(condition), strict=True)
+            ]
+        return records
 
     def render_grid(self, decoded: DecoderOutput) -> str:
         raise UnsupportedError("'grid' is for image models; this is a tabular model", "grid", "wrong_model_kind")
 
-    def inputs_from_decoded(self, decoded: DecoderOutput, generator: torch.Generator) -> Columns:
-        return self.columns_from_records(self.render_samples(decoded, generator))
+    def inputs_from_decoded(
+        self, decoded: DecoderOutput, generator: torch.Generator, condition: np.ndarray | None = None
+    ) -> Columns:
+        return self.columns_from_records(self.render_samples(decoded, generator, condition))
 
     def calibrated_config(self, terms: ScoreTerms) -> BaseModel:
         return self.config

@@ -10,8 +10,9 @@ Three representations meet here:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -251,18 +252,23 @@ class EncodedBatch:
     unseen: torch.Tensor  # (B, n_categorical) bool, a category absent from training
     boolean: torch.Tensor  # (B, n_boolean) 0/1
     boolean_mask: torch.Tensor  # (B, n_boolean) bool
+    condition: torch.Tensor | None = None  # (B, C) one-hot condition of a conditional model (`model.conditions`)
 
     def __len__(self) -> int:
         return self.x_in.shape[0]
 
+    def _map(self, apply: Callable[[torch.Tensor], torch.Tensor]) -> EncodedBatch:
+        fields: dict[str, Any] = {k: v if v is None else apply(v) for k, v in self.__dict__.items()}
+        return EncodedBatch(**fields)
+
     def to(self, device: torch.device | str) -> EncodedBatch:
-        return EncodedBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
+        return self._map(lambda v: v.to(device))
 
     def slice(self, start: int, stop: int) -> EncodedBatch:
-        return EncodedBatch(**{k: v[start:stop] for k, v in self.__dict__.items()})
+        return self._map(lambda v: v[start:stop])
 
     def select(self, index: torch.Tensor) -> EncodedBatch:
-        return EncodedBatch(**{k: v[index] for k, v in self.__dict__.items()})
+        return self._map(lambda v: v[index])
 
 
 class TabularCodec:

@@ -1,0 +1,161 @@
+"""The conditional VAE family `cvae`: the ELBO of x given a condition c (a context such as a
+segment, a machine, an image's label), with c fed to both the encoder and the decoder.
+
+Sohn, Lee & Yan, "Learning Structured Output Representation using Deep Conditional Generative
+Models" (2015), eq. 4 with the prior p(z|c) = N(0, I) (Kingma et al. 2014, "M2"):
+
+    log p(x | c) >= E_q(z|x,c)[log p(x | z, c)] - KL(q(z | x, c) || N(0, I))
+
+The kind supplies c as `batch.condition` (B, C), the one-hot encoding of its `condition_spec()`
+(tabular `--condition-columns`, the image label); c is an input only: the likelihood covers x
+alone, so a condition is never scored or explained. The score is -ELBO of x given c: a value that
+is normal in one context and rare in another scores high only in the other, which an unconditional
+VAE, modelling the mixture over contexts, cannot tell.
+
+Where c enters: the kind's encoder body gives h (B, H) from x; a hidden layer on [h, c] then the
+Gaussian head give q(z | x, c); the kind's decoder is built for an (L + C)-wide input and decodes
+[z, c]. The backbones stay the kinds' own, unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
+from model.errors import UnsupportedError
+from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
+from model.kinds.base import DataKind
+from model.latent import LatentCode
+from model.scoring import ScoreMethod, ScoreTerms
+
+
+class CVAEConfig(FamilyConfig):
+    """The CVAE: β = 1, the KL weight ramped up over `kl_warmup_epochs`. Which condition it uses is
+    the kind's (`--condition-columns` of tabular models, the label of image models) and is recorded
+    in the kind's manifest section."""
+
+    kl_warmup_epochs: int = Field(default=10, ge=0, description="epochs over which the KL weight ramps up to 1")
+
+    def warmup_epochs(self) -> int:
+        return self.kl_warmup_epochs
+
+
+def _with_condition(z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    """[z, c]: z (..., B, L) and c (B, C) → (..., B, L + C), c repeated over z's leading draws."""
+    return torch.cat([z, condition.expand(*z.shape[:-1], condition.shape[-1])], dim=-1)
+
+
+class CVAENetwork(FamilyNetwork):
+    """q(z | x, c) and p(x | z, c) around the kind's backbone; see the module docstring."""
+
+    def __init__(self, kind: DataKind, config: CVAEConfig):
+        super().__init__()
+        spec = kind.condition_spec()
+        if spec is None:
+            raise UnsupportedError(
+                f"family 'cvae' models x given a condition, and this {kind.name} model has none: "
+                "train tabular models with --condition-columns COL[,COL...], image models on labelled "
+                "images (sub-folders, y of an .npz, or an IDX labels file)",
+                "condition",
+                "no_condition",
+            )
+        self.kind = kind
+        self.config = config
+        self.latent_dim = config.latent_dim
+        self.condition_dim = spec.width
+        features = kind.feature_dim()
+        self.encoder = kind.build_encoder()
+        self.head = nn.Sequential(
+            nn.Linear(features + self.condition_dim, features),
+            nn.SiLU(),
+            nn.Linear(features, 2 * config.latent_dim),
+        )
+        self.decoder = kind.build_decoder(config.latent_dim + self.condition_dim)
+
+    def encode(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z | x, c): mu, logvar (B, L), logvar clamped to `LATENT_LOGVAR_RANGE`."""
+        h = self.encoder(batch.x_in)  # (B, H)
+        mu, logvar = self.head(torch.cat([h, batch.condition], dim=-1)).chunk(2, dim=-1)
+        return mu, logvar.clamp(*LATENT_LOGVAR_RANGE)
+
+    def latent_code(self, batch: Any) -> LatentCode:
+        """mu and sigma = exp(logvar / 2) of q(z | x, c), logvar clamped as in scoring."""
+        mu, logvar = self.encode(batch)
+        return LatentCode(mu.double().cpu().numpy(), torch.exp(0.5 * logvar.double()).cpu().numpy())
+
+    def decode(self, z: torch.Tensor) -> Any:
+        raise UnsupportedError(
+            "a cvae decodes a code given a condition: give the 'condition'", "condition", "missing_condition"
+        )
+
+    def decode_given(self, z: torch.Tensor, condition: torch.Tensor | None) -> Any:
+        """p(x | z, c) for z (..., B, L) and c (B, C)."""
+        if condition is None:
+            return self.decode(z)
+        return self.decoder(_with_condition(z, condition))
+
+    def log_px(self, decoded: Any, batch: Any) -> torch.Tensor:
+        """log p(x | z, c) summed over the input's elements, (..., B)."""
+        return self.kind.log_likelihood(decoded, batch).sum(-1)
+
+    def elbo_parts(self, batch: Any, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E log p(x | z, c), KL(q(z | x, c) || N(0, I))) per row for the noise eps (S, B or 1, L)."""
+        mu, logvar = self.encode(batch)
+        z = mu + torch.exp(0.5 * logvar) * eps  # (S, B, L)
+        return self.log_px(self.decode_given(z, batch.condition), batch).mean(0), gaussian_kl(mu, logvar)
+
+    def forward(self, batch: Any, step: TrainStep) -> LossTerms:
+        """The negative conditional ELBO, the KL weighted by the warm-up weight, one posterior draw."""
+        eps = torch.randn((1, len(batch), self.latent_dim), generator=step.generator).to(batch.x_in.device)
+        log_px, kl = self.elbo_parts(batch, eps)
+        return LossTerms(loss=-(log_px - step.warmup * kl), reconstruction=-log_px, regulariser=kl)
+
+    def objective(self, batch: Any, noise: torch.Tensor) -> torch.Tensor:
+        log_px, kl = self.elbo_parts(batch, noise)
+        return log_px - kl
+
+    @torch.inference_mode()
+    def score(self, batch: Any, noise: torch.Tensor, method: ScoreMethod) -> ScoreTerms:
+        """As the VAE's score (`model.families.vae`), every term given the batch's condition:
+        elbo = E_q[log p(x | z, c)] - KL; score -elbo, or minus the importance-weighted bound
+        (method "iwae", Burda et al. 2016, eq. 8), or the reconstruction NLL at z = mu."""
+        condition = batch.condition
+        mu, logvar = self.encode(batch)  # (B, L)
+        z = mu + torch.exp(0.5 * logvar) * noise  # (S, B, L)
+        log_px = self.log_px(self.decode_given(z, condition), batch)  # (S, B)
+        kl = gaussian_kl(mu, logvar)  # (B,)
+        elbo = log_px.double().mean(0) - kl.double()
+        expected = self.decode_given(mu, condition)
+        contributions = -self.kind.log_likelihood(expected, batch).double()  # (B, F)
+        if method == "iwae":
+            log_w = log_px + log_standard_normal(z) - log_normal(z, mu, logvar)  # (S, B)
+            score = -(torch.logsumexp(log_w.double(), dim=0) - math.log(noise.shape[0]))
+        elif method == "reconstruction":
+            score = contributions.sum(-1)
+        else:
+            score = -elbo
+        return ScoreTerms(
+            score=score.cpu().numpy(),
+            elbo=elbo.cpu().numpy(),
+            reconstruction_error=contributions.sum(-1).cpu().numpy(),
+            contributions=contributions.cpu().numpy(),
+            latent_mean=mu.double().cpu().numpy(),
+            expected=expected.cpu(),
+        )
+
+
+CVAE = Family(
+    name="cvae",
+    config_model=CVAEConfig,
+    build=CVAENetwork,
+    summary="conditional VAE: ELBO of x given a condition (tabular --condition-columns, the image label)",
+    score_methods=("elbo", "iwae", "reconstruction"),
+    default_score="elbo",
+    can_sample=True,
+    conditional=True,
+)
