@@ -14,6 +14,7 @@ training gives numbers back in samples.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 
@@ -148,7 +149,7 @@ class ConditionSpec(BaseModel):
         unknown key or the unknown value, and the values that are known.
         """
         if value is None:
-            example = ", ".join(f'"{v.name}": {v.values[0]!r}' for v in self.variables)
+            example = ", ".join(f"{json.dumps(v.name)}: {json.dumps(v.output(0))}" for v in self.variables)
             raise InputError(
                 [InputIssue(loc, f"this model is conditional: give the condition, e.g. {{{example}}}", "missing")]
             )

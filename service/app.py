@@ -31,6 +31,8 @@ from service.reload import router as reload_router
 from service.routes import router
 from service.settings import Settings, get_settings
 from service.state import ServiceState
+from service.threshold_file import ThresholdWatcher
+from service.v2 import router as v2_router
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.micro_batch_max_records, settings.micro_batch_max_wait_seconds, state.compute_thread
             )
             state.batcher.start()
+        watcher = None
+        if settings.thresholds_file is not None:
+            watcher = ThresholdWatcher(state, settings.thresholds_file, settings.thresholds_poll_seconds)
+            watcher.start()
         state.ready = True
         manifest = current.detector.manifest
         logger.info(
@@ -148,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reloader.install_signal_handler()
         yield
         state.ready = False
+        if watcher is not None:
+            await watcher.close()
         reloader.remove_signal_handler()
         if state.batcher is not None:
             await state.batcher.close()  # scores what is queued, so before the metrics close
@@ -166,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(reload_router)
+    app.include_router(v2_router)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
 
     app.add_middleware(RequestMetricsMiddleware, fastapi_app=app, state=state)

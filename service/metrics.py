@@ -27,7 +27,7 @@ from service.drift import PVALUE_LEVELS, DriftWindow, WindowSummary
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCORE_QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999)
-RETIRABLE = frozenset({"vae_anomaly_model_info", "vae_anomaly_threshold"})
+RETIRABLE = frozenset({"vae_anomaly_model_info", "vae_anomaly_threshold", "vae_anomaly_threshold_active"})
 
 
 def score_buckets(calibration: np.ndarray, thresholds: list[float]) -> list[float]:
@@ -76,6 +76,13 @@ class ServiceMetrics:
         self.threshold = Gauge(
             "vae_anomaly_threshold",
             "Current value of each threshold.",
+            ["name"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.threshold_active = Gauge(
+            "vae_anomaly_threshold_active",
+            "1 for the threshold behind is_anomaly, 0 for the others (replicas reading one thresholds file agree).",
             ["name"],
             registry=r,
             multiprocess_mode="liveall",
@@ -168,10 +175,16 @@ class ServiceMetrics:
         retire the gauges of thresholds that are gone (after a reload)."""
         for name in self._threshold_names - set(thresholds):
             self._retire(self.threshold, {"name": name})
+            self._retire(self.threshold_active, {"name": name})
         for name, value in thresholds.items():
             self.threshold.labels(name=name).set(value)
             self.anomalies.labels(threshold=name)
         self._threshold_names = set(thresholds)
+
+    def set_active_threshold(self, active: str) -> None:
+        """1 for the active threshold, 0 for the other known ones."""
+        for name in self._threshold_names:
+            self.threshold_active.labels(name=name).set(1.0 if name == active else 0.0)
 
     def _set_model_info(self, labels: dict[str, str]) -> None:
         if self._model_labels is not None and self._model_labels != labels:
@@ -243,6 +256,9 @@ class ModelMetrics:
 
     def set_thresholds(self, thresholds: dict[str, float]) -> None:
         self.service.set_thresholds(thresholds)
+
+    def set_active_threshold(self, active: str) -> None:
+        self.service.set_active_threshold(active)
 
     def observe_scores(self, scores: np.ndarray, exceeded: np.ndarray, names: tuple[str, ...]) -> None:
         """Count a scored batch: records, per-threshold anomalies, the score distribution, and the

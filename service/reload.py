@@ -36,6 +36,7 @@ from service.errors import ApiError
 from service.routes import ADMIN_ERRORS, read_body, require_admin
 from service.schemas import ErrorResponse, ReloadRequest, ReloadResponse
 from service.state import LoadedModel, ServiceState
+from service.threshold_file import apply_on_activation
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def activate(state: ServiceState, detector: Detector, model_dir: Path) -> Loaded
     """Publish the model's metrics and make it the one new requests use (a single assignment).
     Holds the threshold lock so a concurrent threshold update lands on one model or the other."""
     assert state.metrics is not None
+    apply_on_activation(detector, state.settings.thresholds_file)  # fleet-wide overrides, if any
     manifest = detector.manifest
     thresholds = {name: t.value for name, t in detector.thresholds.thresholds.items()}
     with state.threshold_lock:
@@ -68,6 +70,7 @@ def activate(state: ServiceState, detector: Detector, model_dir: Path) -> Loaded
             manifest.kind,
             str(detector.device),
         )
+        view.set_active_threshold(detector.thresholds.active)
         state.current = LoadedModel(detector, view, model_dir, time.time())
     return state.current
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -29,6 +30,7 @@ from service.schemas import (
     ThresholdUpdate,
 )
 from service.state import ServiceState, get_state
+from service.threshold_file import ThresholdFileError, artifact_thresholds, write_through
 
 router = APIRouter()
 Body = TypeVar("Body", bound=BaseModel)
@@ -336,13 +338,29 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
     with state.threshold_lock:
         detector, _ = state.loaded()  # under the lock: a reload swaps the model while holding it
         current = detector.thresholds
-        if body.value is not None:
+        path = state.settings.thresholds_file
+        if path is not None:  # every worker and replica reading the file gets it
+            updated = _write_through(path, detector, {"name": name, "value": body.value, "target_fpr": body.target_fpr})
+        elif body.value is not None:
             updated = current.with_value(name, body.value)
         else:
             assert body.target_fpr is not None
             updated = current.with_target(name, body.target_fpr)
         state.replace_thresholds(updated)
-    return _json(_thresholds_payload(updated))
+    return _json({**_thresholds_payload(updated), "applies_to": _applies_to(state)})
+
+
+def _write_through(path: Path, detector: Detector, change: dict[str, Any]) -> ThresholdSet:
+    try:
+        return write_through(path, artifact_thresholds(detector), change)
+    except ThresholdFileError as exc:
+        raise ApiError(409, str(exc), "thresholds_file") from exc
+
+
+def _applies_to(state: ServiceState) -> str:
+    """Who sees a threshold change: the file's readers, or the worker that answered."""
+    path = state.settings.thresholds_file
+    return f"every worker and replica reading {path}" if path is not None else "this worker only"
 
 
 @router.put(
@@ -362,9 +380,10 @@ async def put_active_threshold(request: Request, state: ServiceState = Depends(g
         if body.name not in current.thresholds:
             known = ", ".join(sorted(current.thresholds))
             raise ApiError(404, f"no threshold named {body.name!r}; known: {known}", "not_found", ("body", "name"))
-        updated = current.with_active(body.name)
+        path = state.settings.thresholds_file
+        updated = _write_through(path, detector, {"active": body.name}) if path else current.with_active(body.name)
         state.replace_thresholds(updated)
-    return _json(_thresholds_payload(updated))
+    return _json({**_thresholds_payload(updated), "applies_to": _applies_to(state)})
 
 
 @router.get("/model", tags=["model"])

@@ -166,6 +166,10 @@ class ThresholdOut(BaseModel):
 class ThresholdsResponse(BaseModel):
     active: str
     thresholds: dict[str, ThresholdOut]
+    applies_to: str | None = Field(
+        default=None,
+        description="after a change: 'this worker only', or every worker and replica reading the thresholds file",
+    )
 
 
 class ErrorItem(BaseModel):

@@ -22,6 +22,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         default=2048 * 2048, ge=1, description="largest width × height of one image, checked before decoding"
     )
+    model_name: str = Field(
+        default="vae-anomaly",
+        min_length=1,
+        description="the model's name on the Open Inference Protocol routes (/v2/models/{name}); "
+        "under KServe, the InferenceService's name",
+    )
+    thresholds_file: Path | None = Field(
+        default=None,
+        description="JSON thresholds applied over the artifact's and watched for changes (a ConfigMap); "
+        "PUT /thresholds writes through to it (see README, Scaling out)",
+    )
+    thresholds_poll_seconds: float = Field(default=1.0, gt=0, le=60, description="how often the file is checked")
     api_token: SecretStr | None = Field(default=None, description="bearer token for the admin endpoints")
     torch_threads: int | None = Field(default=None, ge=1, description="default: torch's own choice")
     explain_default: int = Field(default=3, ge=0)

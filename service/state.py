@@ -72,6 +72,7 @@ class ServiceState:
         detector, metrics = self.loaded()
         detector.thresholds = thresholds
         metrics.set_thresholds({name: t.value for name, t in thresholds.thresholds.items()})
+        metrics.set_active_threshold(thresholds.active)
 
 
 async def get_state(request: Request) -> ServiceState:

@@ -1,0 +1,132 @@
+"""The Open Inference Protocol (KServe V2) routes, called as a KServe or Triton client sends them
+(request and response shapes from the protocol's REST spec): health, metadata, and `infer` mapped
+onto the `/score` path (same scores), with errors in the protocol's `{"error": ...}` shape."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+
+NAME = "vae-anomaly"
+
+
+def _tensors(records: list[dict[str, object]]) -> list[dict[str, object]]:
+    """One tensor per feature, as a KServe client's InferInput(name, shape, datatype).set_data_from_numpy
+    would serialise them."""
+    types = {"a": "FP64", "b": "FP64", "count": "INT64", "color": "BYTES", "flag": "BOOL"}
+    return [
+        {"name": name, "shape": [len(records)], "datatype": dtype, "data": [r.get(name) for r in records]}
+        for name, dtype in types.items()
+    ]
+
+
+def test_health_and_server_metadata(client: TestClient):
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    meta = client.get("/v2").json()
+    assert meta["name"] == "vae-anomaly" and "version" in meta and meta["extensions"] == []
+    assert client.get(f"/v2/models/{NAME}/ready").status_code == 200
+    assert client.get(f"/v2/models/{NAME}/versions/test-1/ready").status_code == 200
+
+
+def test_model_metadata_lists_one_tensor_per_feature(client: TestClient):
+    meta = client.get(f"/v2/models/{NAME}").json()
+    assert meta["name"] == NAME and meta["versions"] == ["test-1"]
+    assert meta["inputs"] == [
+        {"name": "a", "datatype": "FP64", "shape": [-1]},
+        {"name": "b", "datatype": "FP64", "shape": [-1]},
+        {"name": "count", "datatype": "FP64", "shape": [-1]},
+        {"name": "color", "datatype": "BYTES", "shape": [-1]},
+        {"name": "flag", "datatype": "BOOL", "shape": [-1]},
+    ]
+    assert [o["name"] for o in meta["outputs"]] == ["score", "p_value", "is_anomaly"]
+
+
+def test_infer_gives_the_scores_of_score(client: TestClient, normal_record, anomalous_record):
+    records = [normal_record, anomalous_record, {**normal_record, "color": None, "flag": None}]
+    expected = client.post("/score", json={"records": records}).json()["results"]
+    response = client.post(f"/v2/models/{NAME}/infer", json={"id": "req-7", "inputs": _tensors(records)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_name"] == NAME and body["model_version"] == "test-1" and body["id"] == "req-7"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["score"] == {
+        "name": "score",
+        "datatype": "FP64",
+        "shape": [3],
+        "data": [r["score"] for r in expected],
+    }
+    assert outputs["p_value"]["data"] == [r["p_value"] for r in expected]
+    assert outputs["is_anomaly"] == {
+        "name": "is_anomaly",
+        "datatype": "BOOL",
+        "shape": [3],
+        "data": [False, True, False],
+    }
+
+
+def test_infer_accepts_n_by_1_nested_data_and_picks_outputs(client: TestClient, normal_record):
+    tensors = _tensors([normal_record, normal_record])
+    for tensor in tensors:
+        tensor["shape"] = [2, 1]
+        tensor["data"] = [[v] for v in tensor["data"]]  # type: ignore[attr-defined]
+    body = {"inputs": tensors, "outputs": [{"name": "p_value"}]}
+    response = client.post(f"/v2/models/{NAME}/versions/test-1/infer", json=body)
+    assert response.status_code == 200, response.text
+    assert [o["name"] for o in response.json()["outputs"]] == ["p_value"]
+    assert "id" not in response.json()
+
+
+def test_a_left_out_tensor_is_missing(client: TestClient, normal_record):
+    """Leaving out an optional feature's tensor means missing values; 'a' is required."""
+    tensors = [t for t in _tensors([normal_record]) if t["name"] != "flag"]
+    assert client.post(f"/v2/models/{NAME}/infer", json={"inputs": tensors}).status_code == 200
+    tensors = [t for t in _tensors([normal_record]) if t["name"] != "a"]
+    response = client.post(f"/v2/models/{NAME}/infer", json={"inputs": tensors})
+    assert response.status_code == 400
+    assert response.json() == {"error": "input 'a', row 0: feature is required and may not be null"}
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "message"),
+    [
+        ({"name": "zz"}, 400, "input 'zz' is not a feature of the model"),
+        ({"datatype": "BYTES"}, 400, "input 'a': datatype BYTES does not fit a numeric feature (use FP64)"),
+        ({"shape": [3]}, 400, "input 'a': shape [3] but 1 values in data"),
+        ({"shape": [1, 2]}, 400, "one feature per tensor"),
+        ({"data": ["ten"], "datatype": "FP64"}, 400, "input 'a', row 0: expected a number"),
+    ],
+)
+def test_bad_tensors_get_the_protocol_error(client: TestClient, normal_record, change, status, message):
+    tensors = _tensors([normal_record])
+    tensors[0] = {**tensors[0], **change}
+    response = client.post(f"/v2/models/{NAME}/infer", json={"inputs": tensors})
+    assert response.status_code == status
+    assert set(response.json()) == {"error"}
+    assert message in response.json()["error"]
+
+
+def test_protocol_errors(client: TestClient, normal_record):
+    tensors = _tensors([normal_record])
+    unknown = client.post("/v2/models/other/infer", json={"inputs": tensors})
+    assert unknown.status_code == 404 and "unknown model 'other'" in unknown.json()["error"]
+    assert client.get("/v2/models/other").status_code == 404
+    assert client.get(f"/v2/models/{NAME}/versions/9/ready").status_code == 404
+    bad_json = client.post(f"/v2/models/{NAME}/infer", content=b"{nope")
+    assert bad_json.status_code == 400 and "malformed JSON" in bad_json.json()["error"]
+    no_inputs = client.post(f"/v2/models/{NAME}/infer", json={"inputs": []})
+    assert no_inputs.status_code == 400 and no_inputs.json()["error"].startswith("inputs:")
+    wrong_output = client.post(f"/v2/models/{NAME}/infer", json={"inputs": tensors, "outputs": [{"name": "elbo"}]})
+    assert wrong_output.status_code == 400 and "unknown output 'elbo'" in wrong_output.json()["error"]
+    rows = client.post(f"/v2/models/{NAME}/infer", json={"inputs": _tensors([normal_record] * 51)})
+    assert rows.status_code == 400 and "51 rows exceed the limit of 50" in rows.json()["error"]
+
+
+def test_the_model_name_is_a_setting(settings: Settings, normal_record):
+    with TestClient(create_app(settings.model_copy(update={"model_name": "fraud"}))) as client:
+        assert client.get("/v2/models/fraud/ready").status_code == 200
+        assert client.post("/v2/models/fraud/infer", json={"inputs": _tensors([normal_record])}).status_code == 200
+        assert client.get(f"/v2/models/{NAME}").status_code == 404
