@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.artifact import Manifest, load_artifact, save_artifact
+from model.artifact import Manifest, check_weights_file, load_weights, read_manifest, save_artifact, weight_shapes
 from model.errors import ArtifactError, InputError, InputIssue, UnsupportedError
 from model.families import FAMILIES
 from model.families.base import Family, FamilyNetwork
@@ -58,6 +58,31 @@ def build_network(manifest: Manifest) -> tuple[DataKind, FamilyNetwork]:
     return kind, FAMILIES[manifest.family].build(kind, manifest.family_config)
 
 
+def check_shapes(directory: Path, manifest: Manifest) -> None:
+    """Compare the tensor shapes in the safetensors header with those of the manifest's network,
+    built on the meta device (no memory): a manifest asking for huge layers is refused before
+    anything is allocated. Raises `ArtifactError` naming the first difference."""
+    weights = Path(directory) / "weights.safetensors"
+    try:
+        with torch.device("meta"):
+            _, network = build_network(manifest)
+    except Exception as exc:  # whatever torch raises for an impossible size (a negative width, ...)
+        raise ArtifactError(f"{Path(directory) / 'manifest.json'}: its network cannot be built: {exc}") from exc
+    expected = {name: tuple(tensor.shape) for name, tensor in network.state_dict().items()}
+    stored = weight_shapes(directory)
+    missing, unexpected = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{weights}: weights do not fit the manifest's network: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for name, shape in expected.items():
+        if stored[name] != shape:
+            raise ArtifactError(
+                f"{weights}: weights do not fit the manifest's network: {name!r} is {list(stored[name])} "
+                f"in the file, {list(shape)} in the manifest's network"
+            )
+
+
 class Detector:
     """A trained model with its kind, family network, scoring configuration and thresholds."""
 
@@ -75,7 +100,7 @@ class Detector:
 
     def save(self, directory: Path) -> Manifest:
         """Write this detector as an artifact directory; its manifest gains the real model id."""
-        fields = self.manifest.model_dump(exclude={"model_id", "weights_sha256", "library_versions"})
+        fields = self.manifest.model_dump(exclude={"model_id", "weights_sha256", "library_versions", "manifest_sha256"})
         fields["kind_config"] = self.manifest.kind_config
         fields["family_config"] = self.manifest.family_config
         fields["thresholds"] = self.thresholds.thresholds
@@ -85,8 +110,14 @@ class Detector:
 
     @classmethod
     def load(cls, directory: Path, device: str = "auto") -> Detector:
-        """Load an artifact directory; raises `ArtifactError` on anything missing or altered."""
-        manifest, tensors = load_artifact(directory)
+        """Load an artifact directory; raises `ArtifactError` on anything missing or altered.
+
+        Order matters: the manifest (strict, checksummed), the weights' checksum, then the shapes in
+        the weights' header against a network that takes no memory; only then tensors and network."""
+        manifest = read_manifest(directory)
+        check_weights_file(directory, manifest)
+        check_shapes(directory, manifest)
+        tensors = load_weights(directory)
         kind, network = build_network(manifest)
         try:
             network.load_state_dict(tensors, strict=True)

@@ -48,7 +48,12 @@ def load_verified(model_dir: Path, device: str) -> Detector:
     loads but cannot score is refused before it serves, and the first real request does not pay for
     lazy initialisation. Warm-up scores are not counted in metrics. Raises `ArtifactError`."""
     detector = load_detector(model_dir, device)
-    scores = detector.warm_up()
+    try:
+        scores = detector.warm_up()
+    except Exception as exc:  # e.g. sampling from a distribution the weights make invalid
+        raise ArtifactError(
+            f"{model_dir}: the warm-up score failed ({type(exc).__name__}: {exc}); the weights are unusable"
+        ) from exc
     if not all(math.isfinite(value) for value in scores.tolist()):
         raise ArtifactError(f"{model_dir}: warm-up scores are not finite ({scores.tolist()}); the weights are unusable")
     return detector
@@ -110,6 +115,8 @@ class Reloader:
         started = time.perf_counter()
         try:
             detector = await run_in_threadpool(load_verified, target, state.settings.device)
+            seconds = time.perf_counter() - started
+            current = activate(state, detector, target)  # inside: a failing swap counts as a failure too
         except ModelError as exc:
             state.metrics.record_reload(False)
             logger.error(
@@ -133,8 +140,6 @@ class Reloader:
                 "reload_failed",
                 loc,
             ) from exc
-        seconds = time.perf_counter() - started
-        current = activate(state, detector, target)
         state.metrics.record_reload(True)
         await run_in_threadpool(refreeze)  # not the compute thread: requests in flight may hold it
         new = current.detector.manifest

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
@@ -48,6 +49,26 @@ def _exit_quietly(signum: int, frame: FrameType | None) -> None:
     orchestrators report as a failure); this one lets `serve` return 0 instead."""
 
 
+def verify_artifact(settings: Settings) -> bool:
+    """Load and warm up the artifact once before uvicorn starts; on failure print one line to stderr.
+
+    A worker whose lifespan fails makes uvicorn exit 3 with the reason buried in a traceback, and
+    with `--workers N` the supervisor exits 0 once its workers are gone: an orchestrator would read
+    a broken artifact as a clean stop. Checked here, every worker count fails the same way: one
+    line naming the file and the fault, exit status 2. SIGTERM keeps its default action meanwhile,
+    so a stop during a slow load ends the process at once. Costs one more load at start-up."""
+    from model.errors import ModelError
+    from service.reload import load_verified
+
+    try:
+        detector = load_verified(settings.model_dir, settings.device)
+    except ModelError as exc:
+        print(f"vae-anomaly serve: cannot serve {settings.model_dir}: {exc}", file=sys.stderr, flush=True)
+        return False
+    del detector  # the workers load their own
+    return True
+
+
 def serve(model_dir: Path, host: str, port: int, workers: int | None = None, device: str | None = None) -> int:
     """Run the server until SIGTERM or SIGINT; returns the exit status. Arguments left at None come
     from the settings (`VAE_ANOMALY_WORKERS`, `VAE_ANOMALY_DEVICE`)."""
@@ -58,6 +79,8 @@ def serve(model_dir: Path, host: str, port: int, workers: int | None = None, dev
     if workers is not None:
         os.environ["VAE_ANOMALY_WORKERS"] = str(workers)
     settings = Settings()
+    if not verify_artifact(settings):
+        return 2
     created: Path | None = None
     if settings.workers > 1:
         metrics_dir = multiprocess_directory(settings)

@@ -60,10 +60,12 @@ def frame_inputs(detector: Detector, frame: pd.DataFrame) -> Any:
     categorical features are compared by their text, as when a CSV is read with the schema)."""
     _check_tabular(detector)
     schema = detector.kind.schema  # type: ignore[attr-defined]
-    missing = [name for name in schema.names if name not in frame.columns]
+    condition = detector.kind.condition_spec()
+    names = [*schema.names, *(condition.names if condition is not None else [])]  # a cvae's context is an input
+    missing = [name for name in names if name not in frame.columns]
     if missing:
         raise DataError(f"columns absent from the data: {', '.join(missing)}")
-    features = frame[schema.names].copy()
+    features = frame[names].copy()
     for feature in schema.of_type("categorical"):
         column = features[feature.name]
         features[feature.name] = column.astype(object).where(column.isna(), column.astype(str))

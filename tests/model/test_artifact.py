@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import model.artifact as artifact
-from model.artifact import MANIFEST, WEIGHTS, ArtifactError, load_artifact, read_manifest
+from model.artifact import MANIFEST, WEIGHTS, ArtifactError, load_artifact, read_manifest, write_manifest
 from model.detector import Detector, resolve_device
 
 
@@ -32,10 +32,11 @@ def saved(mixed_detector: Detector, tmp_path: Path) -> Path:
 
 
 def _edit_manifest(directory: Path, **changes: object) -> None:
+    """A deliberate edit, re-sealed (a fresh manifest_sha256) so the content checks are what refuse it."""
     path = directory / MANIFEST
     raw = json.loads(path.read_text())
     raw.update(changes)
-    path.write_text(json.dumps(raw))
+    write_manifest(directory, raw)
 
 
 # -- round trip -----------------------------------------------------------------------------------
@@ -150,7 +151,7 @@ def test_version_1_artifacts_are_refused_with_a_retrain_message(saved: Path):
     raw = json.loads((saved / MANIFEST).read_text())
     old = {k: v for k, v in raw.items() if k not in ("kind_config", "family_config", "family")}
     old.update(format_version=1, **raw["kind_config"])
-    (saved / MANIFEST).write_text(json.dumps(old))
+    write_manifest(saved, old)
     message = _load_error(saved)
     assert "format_version 1 is not supported" in message
     assert "retrain it with `vae-anomaly train`" in message
@@ -168,7 +169,7 @@ def test_unregistered_kind_or_family_is_refused(saved: Path, field: str, value: 
 def test_manifest_with_a_missing_field(saved: Path):
     raw = json.loads((saved / MANIFEST).read_text())
     del raw["kind_config"]["network"]
-    (saved / MANIFEST).write_text(json.dumps(raw))
+    write_manifest(saved, raw)
     message = _load_error(saved)
     assert message.startswith(f"{saved / MANIFEST}: invalid manifest")
     assert "network" in message

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.artifact import write_manifest
 from tests.conftest import API_TOKEN, make_tiny_columns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,11 +66,12 @@ def wait_for(condition: Callable[[], Any], what: str, deadline: float = DEADLINE
 
 
 def set_version(model_dir: Path, version: str) -> None:
-    """Give an artifact another version: the manifest is not part of the weights' checksum."""
+    """Give an artifact another version: the manifest is not part of the weights' checksum, and
+    `write_manifest` re-seals the manifest's own."""
     path = model_dir / "manifest.json"
     manifest = json.loads(path.read_text())
     manifest["version"] = version
-    path.write_text(json.dumps(manifest))
+    write_manifest(model_dir, manifest)
 
 
 def break_weights(model_dir: Path) -> None:

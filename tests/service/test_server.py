@@ -22,6 +22,8 @@ def captured(monkeypatch) -> dict:
             calls["files_at_start"] = sorted(p.name for p in Path(calls["metrics_dir"]).iterdir())
 
     monkeypatch.setattr(service.server.uvicorn, "run", fake_run)
+    # These tests are about what reaches uvicorn; the artifact check before it: test_serve_refusals.py
+    monkeypatch.setattr(service.server, "verify_artifact", lambda settings: True)
     for name in ("VAE_ANOMALY_MODEL_DIR", "VAE_ANOMALY_DEVICE", "VAE_ANOMALY_WORKERS", "PROMETHEUS_MULTIPROC_DIR"):
         monkeypatch.delenv(name, raising=False)
     yield calls

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from model.networks import conv_decoder, conv_downsamplings, conv_encoder
@@ -44,7 +44,7 @@ class ImageNetworkConfig(BaseModel):
     channels: Literal[1, 3]
     height: int = Field(gt=0)
     width: int = Field(gt=0)
-    widths: list[int] = Field(min_length=1)
+    widths: list[PositiveInt] = Field(min_length=1)
     likelihood: PixelLikelihood = "gaussian"
     pixel_logvar_min: float = Field(default=-3.2, le=0.0)
 

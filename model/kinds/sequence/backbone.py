@@ -23,7 +23,7 @@ from itertools import pairwise
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 SENSOR_LOGVAR_MAX = 4.0
@@ -41,7 +41,7 @@ class SequenceBackboneConfig(BaseModel):
     cell: Literal["gru", "lstm"] = "gru"
     hidden_size: int = Field(default=64, ge=1, description="recurrent state size")
     layers: int = Field(default=1, ge=1, le=4)
-    conv_widths: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    conv_widths: list[PositiveInt] = Field(default_factory=lambda: [32, 64], min_length=1)
     kernel_size: int = Field(default=5, ge=1)
     variance: Literal["sensor", "fixed"] = "sensor"
     logvar_min: float = Field(default=-4.6, le=0.0, description="floor of the decoder log-variance")

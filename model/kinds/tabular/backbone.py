@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from model.networks import mlp, mlp_body
@@ -29,9 +29,9 @@ class TabularNetworkConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input_dim: int = Field(gt=0)
-    hidden_dims: list[int]
+    hidden_dims: list[PositiveInt]
     n_numeric: int = Field(ge=0)
-    category_sizes: list[int]
+    category_sizes: list[PositiveInt]
     n_boolean: int = Field(ge=0)
     numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
     numeric_logvar_min: float = Field(default=-9.0, le=0.0)

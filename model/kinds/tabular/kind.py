@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
 from model.conditions import ConditionSpec
@@ -48,7 +48,7 @@ class TabularOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden_dims: list[int] | None = Field(default=None, description="default: two layers from the input width")
+    hidden_dims: list[PositiveInt] | None = Field(default=None, description="default: two layers from the input width")
     numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
     numeric_logvar_min: float = Field(default=-4.6, le=0.0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
