@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--beta", type=float, default=None, help="beta-vae: weight of the KL term (default 4)")
     train.add_argument("--kl-warmup-epochs", type=int, default=None, help="VAE families: default 10")
+    train.add_argument(
+        "--score-method",
+        choices=("elbo", "iwae", "reconstruction", "joint"),
+        default=None,
+        help="the score behind thresholds (default: the family's; see README, Families)",
+    )
     train.add_argument("--iwae-samples", type=int, default=None, help="iwae: importance samples per row (default 5)")
     train.add_argument(
         "--noise", type=float, default=None, help="dae: masking share or Gaussian noise std (default 0.2)"
@@ -228,6 +234,7 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         "top_latent_dim": args.top_latent_dim,
         "adversarial_weight": args.adversarial_weight,
         "likelihood": args.likelihood,
+        "score_method": args.score_method,
         "condition_columns": args.condition_columns,
     }
     given = {name: value for name, value in optional.items() if value is not None}

@@ -65,3 +65,15 @@ def test_train_config_refuses_options_of_other_families():
         TrainConfig(family="ae", sparsity=0.1)
     with pytest.raises(OptionsError, match="family 'dae': noise"):
         TrainConfig(family="dae", noise=-1.0).family_config(2)
+
+
+def test_score_method_is_chosen_at_train_time_and_checked_against_the_family(
+    labelled_csv: Path, tmp_path: Path, capsys
+):
+    out = tmp_path / "model"
+    argv = ["train", str(labelled_csv), "--out", str(out), *TRAIN]
+    assert main([*argv, "--family", "vae", "--score-method", "reconstruction"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["scoring"]["method"] == "reconstruction"
+    capsys.readouterr()
+    assert main([*argv, "--family", "ae", "--score-method", "elbo"]) == 2
+    assert "score method 'elbo' is not offered by family 'ae' (reconstruction)" in capsys.readouterr().err
