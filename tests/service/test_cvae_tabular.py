@@ -5,6 +5,7 @@ features cannot see."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,6 +222,13 @@ def test_cli_trains_scores_and_refuses_a_missing_condition(tmp_path: Path, capsy
         main(["train", str(data), "--out", str(tmp_path / "m2"), "--condition-columns", CONTEXT, "--epochs", "1"]) == 2
     )
     assert "models none" in capsys.readouterr().err
+    labelled = tmp_path / "labelled.csv"
+    pd.DataFrame(contextual_columns(200, 40, seed=3)).to_csv(labelled, index=False)
+    capsys.readouterr()
+    report = tmp_path / "report"
+    assert main(["evaluate", str(model), str(labelled), "--label-column", LABEL, "--report", str(report)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["auroc"] <= 1.0 and (report / "latent.png").is_file()
 
 
 def test_encode_and_interpolate_run_given_the_condition(cvae_client: TestClient):
