@@ -9,6 +9,7 @@ Scoring large inputs runs in fixed-size chunks so memory stays bounded whatever 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,7 @@ class Detector:
         self.device = device
         scoring = manifest.scoring
         self.noise = posterior_noise(scoring.n_samples, network.latent_dim, scoring.seed).to(device)
+        self.mean_noise = torch.zeros((1, 1, network.latent_dim), device=device)  # z = mu
         self.thresholds = ThresholdSet(
             sort_calibration(manifest.calibration_scores), dict(manifest.thresholds), manifest.active_threshold
         )
@@ -129,15 +131,18 @@ class Detector:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def terms(self, inputs: Any, noise: torch.Tensor | None = None) -> ScoreTerms:
-        """Score checked inputs in chunks of `scoring.chunk_size`."""
+    def terms(
+        self, inputs: Any, noise: torch.Tensor | None = None, progress: Callable[[int], None] | None = None
+    ) -> ScoreTerms:
+        """Score checked inputs in chunks of `scoring.chunk_size` (`progress`: see `score_in_chunks`)."""
         noise = self.noise if noise is None else noise
-        return score_in_chunks(self.network, self.kind.batch(inputs), noise, self.manifest.scoring)
+        return score_in_chunks(self.network, self.kind.batch(inputs), noise, self.manifest.scoring, progress)
 
-    def score(self, inputs: Any) -> ScoreBatch:
-        """Scores, p-values and threshold decisions for checked inputs."""
+    def score(self, inputs: Any, progress: Callable[[int], None] | None = None) -> ScoreBatch:
+        """Scores, p-values and threshold decisions for checked inputs; `progress(n)` after each
+        chunk of n inputs (a progress bar's `update`)."""
         thresholds = self.thresholds  # one snapshot for the whole batch
-        terms = self.terms(inputs)
+        terms = self.terms(inputs, progress=progress)
         return ScoreBatch(
             terms=terms,
             p_value=p_values(thresholds.calibration, terms.score),
@@ -145,7 +150,13 @@ class Detector:
             missing=self.kind.missing(inputs),
             inputs=inputs,
             thresholds=thresholds,
+            rescore=self.rescore,
         )
+
+    def rescore(self, batch: Any) -> ScoreTerms:
+        """Score an already-built batch of the kind at the posterior mean (one decode per input,
+        deterministic): explanations rescore inputs with elements hidden through this."""
+        return score_in_chunks(self.network, batch, self.mean_noise, self.manifest.scoring)
 
     def results(self, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
         """The `/score` result objects, in input order, with the `explain` largest contributors."""

@@ -9,6 +9,7 @@ never on the rest of the batch or its position in it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -75,6 +76,9 @@ class ScoreBatch:
     missing: np.ndarray  # (B, F) bool; all False for images
     inputs: Any  # the checked inputs, of the kind's own type (tabular columns, image pixels, ...)
     thresholds: ThresholdSet
+    rescore: Callable[[Any], ScoreTerms] | None = None
+    """Scores a kind's batch with the same network at the posterior mean (z = mu, no noise): what
+    an explanation needs to ask "how would this input score if part of it were hidden?"."""
 
     def __len__(self) -> int:
         return self.terms.score.shape[0]
@@ -93,15 +97,22 @@ class Sliceable(Protocol):
 
 
 def score_in_chunks(
-    network: ScoringNetwork, batch: Sliceable, noise: torch.Tensor, scoring: ScoringConfig
+    network: ScoringNetwork,
+    batch: Sliceable,
+    noise: torch.Tensor,
+    scoring: ScoringConfig,
+    progress: Callable[[int], None] | None = None,
 ) -> ScoreTerms:
     """The family's `score` over chunks of `scoring.chunk_size` inputs moved to the noise's device,
-    so memory stays bounded whatever the batch size."""
+    so memory stays bounded whatever the batch size. `progress(n)` is called after each chunk with
+    the inputs it held (a command line's progress bar); the scores do not depend on it."""
+    parts = []
     with torch.inference_mode():
-        parts = [
-            network.score(batch.slice(start, start + scoring.chunk_size).to(noise.device), noise, scoring.method)
-            for start in range(0, max(len(batch), 1), scoring.chunk_size)  # one (empty) chunk for no inputs
-        ]
+        for start in range(0, max(len(batch), 1), scoring.chunk_size):  # one (empty) chunk for no inputs
+            chunk = batch.slice(start, start + scoring.chunk_size)
+            parts.append(network.score(chunk.to(noise.device), noise, scoring.method))
+            if progress is not None:
+                progress(len(chunk))
     return concat_terms(parts)
 
 

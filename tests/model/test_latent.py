@@ -128,3 +128,35 @@ def test_interpolation_steps_are_bounded(steps: int):
 def test_interpolate_codes_is_the_straight_line():
     path = interpolate_codes(np.array([0.0, 2.0]), np.array([4.0, -2.0]), 3)
     np.testing.assert_allclose(path, [[0.0, 2.0], [2.0, 0.0], [4.0, -2.0]])
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_family_interpolates_and_encodes_through_the_detector(
+    name: str, mixed_detector: Detector, mixed_records: list[dict]
+):
+    """`Detector.encode_results` and `Detector.interpolate` (what `/encode` and `/interpolate` run)
+    for each registered family's untrained network on the tabular kind: the path's ends are the two
+    inputs' codes, and every point decodes to a record with every feature."""
+    family = FAMILIES[name]
+    try:
+        family_config = family.config_model(latent_dim=3)
+    except ValidationError as exc:
+        pytest.skip(f"family {name!r} needs options beyond the latent size: {exc.errors()[0]['msg']}")
+    manifest = mixed_detector.manifest
+    kind, _ = build_network(manifest)
+    records = mixed_records[:2]
+    if family.conditional:
+        condition = ConditionSpec(variables=[ConditionVariable(name="context", values=["a", "b"])])
+        kind = type(kind)(manifest.kind_config.model_copy(update={"condition": condition}))
+        records = [{**record, "context": "ab"[i % 2]} for i, record in enumerate(records)]
+    torch.manual_seed(0)
+    network = family.build(kind, family_config)
+    update = {"family": name, "family_config": family_config, "kind_config": kind.config}
+    detector = Detector(manifest.model_copy(update=update), kind, network, torch.device("cpu"))
+    columns = kind.columns_from_records(records)
+    encoded = detector.encode_results(columns)
+    assert len(encoded) == 2 and all(len(r["mean"]) == network.latent_dim for r in encoded)  # type: ignore[arg-type]
+    path = detector.interpolate(columns, 3)
+    np.testing.assert_allclose(path.codes[[0, -1]], [r["mean"] for r in encoded], rtol=1e-6, atol=1e-7)
+    assert len(path.points) == 3
+    assert all(set(kind.schema.names) <= set(point) for point in path.points)
