@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model.thresholds import ThresholdSet
 
-ScoreMethod = Literal["elbo", "iwae", "reconstruction"]
+ScoreMethod = Literal["elbo", "iwae", "reconstruction", "joint"]
 
 
 class ScoringConfig(BaseModel):

@@ -40,7 +40,7 @@ from training.output import check_out_path, progress_bar, write_results
 from training.sequence import sequence_train_config
 from training.sequence_cli import score_sequences_file, train_sequences
 from training.tabular import fit_detector
-from training.trainer import OptionsError, TrainConfig, training_report
+from training.trainer import OptionsError, TrainConfig, family_option_names, refused_family_options, training_report
 
 logger = logging.getLogger("vae_anomaly")
 
@@ -172,6 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--beta", type=float, default=None, help="beta-vae: weight of the KL term (default 4)")
     train.add_argument("--kl-warmup-epochs", type=int, default=None, help="VAE families: default 10")
+    train.add_argument(
+        "--score-method",
+        choices=("elbo", "iwae", "reconstruction", "joint"),
+        default=None,
+        help="the score behind thresholds (default: the family's; see README, Families)",
+    )
+    train.add_argument("--iwae-samples", type=int, default=None, help="iwae: importance samples per row (default 5)")
+    train.add_argument(
+        "--noise", type=float, default=None, help="dae: masking share or Gaussian noise std (default 0.2)"
+    )
+    train.add_argument("--noise-type", choices=("masking", "gaussian"), default=None, help="dae: default masking")
+    train.add_argument("--sparsity", type=float, default=None, help="sparse-ae: weight of the L1 code penalty (1e-2)")
+    train.add_argument("--top-latent-dim", type=int, default=None, help="hvae: size of z2 (default latent-dim / 2)")
+    train.add_argument(
+        "--adversarial-weight", type=float, default=None, help="aae: weight of the discriminator loss (default 1)"
+    )
     train.add_argument(
         "--condition-columns",
         type=_columns_arg,
@@ -322,11 +338,23 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         "beta": args.beta,
         "kl_warmup_epochs": args.kl_warmup_epochs,
         "feature_dropout": args.feature_dropout,
+        "iwae_samples": args.iwae_samples,
+        "noise": args.noise,
+        "noise_type": args.noise_type,
+        "sparsity": args.sparsity,
+        "top_latent_dim": args.top_latent_dim,
+        "adversarial_weight": args.adversarial_weight,
         "likelihood": args.likelihood,
+        "score_method": args.score_method,
         "condition_columns": args.condition_columns,
     }
+    given = {name: value for name, value in optional.items() if value is not None}
+    family_flags = set().union(*family_option_names().values())
+    refusal = refused_family_options(args.family, family_flags & set(given), lambda name: "--" + name.replace("_", "-"))
+    if refusal:
+        raise OptionsError(refusal)
     fields = dict(
-        **{name: value for name, value in optional.items() if value is not None},
+        **given,
         family=args.family,
         batch_size=args.batch_size,
         latent_dim=args.latent_dim,

@@ -85,11 +85,12 @@ def test_every_family_gives_the_code_its_scores_decode(name: str, mixed_detector
     batch = kind.batch(columns)
     with torch.inference_mode():
         code = network.latent_code(batch)
-        terms = network.score(batch, torch.zeros(2, 1, 3), family.default_score)
-    assert code.mean.shape == (5, 3) and code.mean.dtype == np.float64
+        # the network's code size: the latent size, or more for a family with several layers (hvae)
+        terms = network.score(batch, torch.zeros(2, 1, network.latent_dim), family.default_score)
+    assert code.mean.shape == (5, network.latent_dim) and code.mean.dtype == np.float64
     np.testing.assert_allclose(code.mean, terms.latent_mean, rtol=1e-5, atol=1e-6)
     if code.std is not None:
-        assert code.std.shape == (5, 3) and np.all(code.std > 0)
+        assert code.std.shape == (5, network.latent_dim) and np.all(code.std > 0)
 
 
 def test_interpolation_runs_from_the_first_code_to_the_second(mixed_detector: Detector, mixed_records: list[dict]):
