@@ -10,6 +10,7 @@ syncs gradients through `forward`, works unchanged). Families are registered by 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -89,6 +90,34 @@ class FamilyNetwork(nn.Module):
         family's `score` decodes (`ScoreTerms.latent_mean`), and `decode(mean)` gives that
         reconstruction: `/encode` and `/interpolate` rely on both (see `model.latent`)."""
         raise NotImplementedError
+
+
+def variational_score_terms(
+    method: ScoreMethod,
+    elbo: torch.Tensor,
+    log_weights: torch.Tensor,
+    contributions: torch.Tensor,
+    latent_mean: torch.Tensor,
+    expected: Any,
+) -> ScoreTerms:
+    """The scores every variational family offers, from its own terms, so the three methods mean the
+    same thing in every family: "elbo" scores -elbo (B,); "iwae" minus the importance-weighted bound
+    log (1/S) sum_s w_s from the S log weights `log_weights` (S, B) (Burda et al. 2016, eq. 8);
+    "reconstruction" the NLL at the posterior mean, the sum of `contributions` (B, F)."""
+    if method == "iwae":
+        score = -(torch.logsumexp(log_weights.double(), dim=0) - math.log(log_weights.shape[0]))
+    elif method == "reconstruction":
+        score = contributions.sum(-1)
+    else:
+        score = -elbo
+    return ScoreTerms(
+        score=score.cpu().numpy(),
+        elbo=elbo.cpu().numpy(),
+        reconstruction_error=contributions.sum(-1).cpu().numpy(),
+        contributions=contributions.cpu().numpy(),
+        latent_mean=latent_mean.double().cpu().numpy(),
+        expected=expected.cpu(),
+    )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ at the posterior means.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -25,7 +24,14 @@ from pydantic import Field
 from torch import nn
 
 from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
-from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
+from model.families.base import (
+    Family,
+    FamilyConfig,
+    FamilyNetwork,
+    LossTerms,
+    TrainStep,
+    variational_score_terms,
+)
 from model.kinds.base import DataKind
 from model.latent import LatentCode
 from model.networks import mlp
@@ -158,22 +164,9 @@ class HierarchicalVAENetwork(FamilyNetwork):
         means = self.infer(batch.x_in, zero)  # z2 = mu_q2, z1 = the mean of q(z1 | x, z2 = mu_q2)
         expected = self.decoder(means["z1"][0])
         contributions = -self.kind.log_likelihood(expected, batch).double()  # (B, F)
-        if method == "iwae":
-            log_w = (log_px + parts["log_ratio"]).double()
-            score = -(torch.logsumexp(log_w, dim=0) - math.log(noise.shape[0]))
-        elif method == "reconstruction":
-            score = contributions.sum(-1)
-        else:
-            score = -elbo
-        return ScoreTerms(
-            score=score.cpu().numpy(),
-            elbo=elbo.cpu().numpy(),
-            reconstruction_error=contributions.sum(-1).cpu().numpy(),
-            contributions=contributions.cpu().numpy(),
-            # the code-space point that `decode` maps to the posterior means: [mu_q2, whitened z1]
-            latent_mean=torch.cat([means["z2"][0], means["code_eps1"][0]], dim=-1).double().cpu().numpy(),
-            expected=expected.cpu(),
-        )
+        # the code-space point that `decode` maps to the posterior means: [mu_q2, whitened z1]
+        code = torch.cat([means["z2"][0], means["code_eps1"][0]], dim=-1)
+        return variational_score_terms(method, elbo, log_px + parts["log_ratio"], contributions, code, expected)
 
 
 HVAE = Family(

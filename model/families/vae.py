@@ -18,7 +18,14 @@ from pydantic import Field
 from torch import nn
 
 from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
-from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
+from model.families.base import (
+    Family,
+    FamilyConfig,
+    FamilyNetwork,
+    LossTerms,
+    TrainStep,
+    variational_score_terms,
+)
 from model.kinds.base import Corruption, DataKind
 from model.latent import LatentCode
 from model.scoring import ScoreMethod, ScoreTerms
@@ -131,21 +138,8 @@ class GaussianEncoderNetwork(FamilyNetwork):
         elbo = log_px.double().mean(0) - kl.double()
         expected = self.decode(mu)
         contributions = -self.kind.log_likelihood(expected, batch).double()  # (B, F)
-        if method == "iwae":
-            log_w = log_px + log_standard_normal(z) - log_normal(z, mu, logvar)  # (S, B)
-            score = -(torch.logsumexp(log_w.double(), dim=0) - math.log(noise.shape[0]))
-        elif method == "reconstruction":
-            score = contributions.sum(-1)
-        else:
-            score = -elbo
-        return ScoreTerms(
-            score=score.cpu().numpy(),
-            elbo=elbo.cpu().numpy(),
-            reconstruction_error=contributions.sum(-1).cpu().numpy(),
-            contributions=contributions.cpu().numpy(),
-            latent_mean=mu.double().cpu().numpy(),
-            expected=expected.cpu(),
-        )
+        log_w = log_px + log_standard_normal(z) - log_normal(z, mu, logvar)  # (S, B)
+        return variational_score_terms(method, elbo, log_w, contributions, mu, expected)
 
 
 def iwae_bound(log_px: torch.Tensor, log_prior_ratio: torch.Tensor) -> torch.Tensor:
