@@ -14,7 +14,7 @@ from model.detector import Detector, Interpolation, interpolation_count_message
 from model.kinds import KINDS
 from model.kinds.base import RequestBody
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
-from service.batching import check_inputs, score_body
+from service.batching import check_inputs, input_limits, score_body
 from service.errors import ApiError
 from service.schemas import (
     ActiveThresholdUpdate,
@@ -189,7 +189,7 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
     the reconstruction and an error heatmap over the input, both base64 PNGs at the input's size."""
     detector, _ = state.loaded()
     body = await _read_inputs(request, state, detector)
-    max_pixels = state.settings.max_image_pixels
+    max_pixels = input_limits(state.settings)
     results = await state.compute(lambda: detector.reconstruct(check_inputs(detector, body, max_pixels)))
     return _json({"model": _model_ref(detector), "results": results})
 
@@ -237,7 +237,7 @@ async def encode(request: Request, state: ServiceState = Depends(get_state)) -> 
     with the ids (`row`, `timestamp` of sequence windows) that `/score` gives."""
     detector, _ = state.loaded()
     body = await _read_inputs(request, state, detector)
-    max_pixels = state.settings.max_image_pixels
+    max_pixels = input_limits(state.settings)
     results = await state.compute(lambda: detector.encode_results(check_inputs(detector, body, max_pixels)))
     return _json({"model": _model_ref(detector), "latent_dim": detector.network.latent_dim, "results": results})
 
@@ -264,7 +264,7 @@ async def interpolate(request: Request, state: ServiceState = Depends(get_state)
     kind = detector.kind
     field = next((f for f in (*kind.batch_fields, *kind.input_fields) if f in data), None)
     loc: tuple[str, ...] = ("body", field) if field else ("body",)
-    max_pixels = state.settings.max_image_pixels
+    max_pixels = input_limits(state.settings)
 
     def run() -> Interpolation:
         inputs = check_inputs(detector, body, max_pixels)

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         "PUT /thresholds writes through to it (see README, Scaling out)",
     )
     thresholds_poll_seconds: float = Field(default=1.0, gt=0, le=60, description="how often the file is checked")
+    max_request_pixels: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="most decoded pixels of all the images of one request together, read from each image's header "
+        "before it is decoded (10,000 28×28 images, or two 2048×2048 ones): bounds the compute one request costs",
+    )
     api_token: SecretStr | None = Field(default=None, description="bearer token for the admin endpoints")
     torch_threads: int | None = Field(default=None, ge=1, description="default: torch's own choice")
     explain_default: int = Field(default=3, ge=0)

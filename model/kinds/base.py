@@ -54,9 +54,12 @@ class RequestBody(Protocol):
 
 @dataclass(frozen=True)
 class InputLimits:
-    """Server limits a kind applies while decoding request inputs."""
+    """Server limits a kind applies while decoding request inputs. `max_request_pixels` bounds the
+    decoded pixels of all of a request's images together (None: no bound), so that small encoded
+    images that decode large cannot make one request cost seconds of the compute thread."""
 
     max_image_pixels: int
+    max_request_pixels: int | None = None
 
 
 @dataclass(frozen=True)
