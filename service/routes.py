@@ -46,6 +46,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
 }
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "malformed JSON"},
     401: {"model": ErrorResponse, "description": "no bearer token"},
     403: {"model": ErrorResponse, "description": "wrong token, or admin endpoints disabled"},
     422: {"model": ErrorResponse, "description": "invalid body"},
@@ -419,7 +420,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["operations"])
 async def readyz(state: ServiceState = Depends(get_state)) -> Response:
-    """The model is loaded and warmed up (503 until then)."""
-    if state.ready:
+    """The model is loaded and warmed up (503 until then, and again while draining after SIGTERM)."""
+    if state.ready and not state.drain.draining:
         return _json({"status": "ready"})
     return _json({"status": "loading"}, status=503)

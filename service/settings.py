@@ -62,6 +62,29 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = Field(default="json", description="one JSON object per line, or plain text")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_payloads: bool = Field(default=False, description="add request bodies (truncated) to the access log")
+    drain_seconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=60.0,
+        description="after SIGTERM, keep serving this long with `Connection: close` on every response (and /readyz "
+        "503) before closing connections, so keep-alive clients lose no request (service/shutdown.py)",
+    )
+    graceful_shutdown_seconds: int = Field(
+        default=20,
+        ge=1,
+        description="after the drain, how long uvicorn waits for requests in flight before cancelling them: "
+        "a pod stops before Kubernetes' 30 s grace period runs out",
+    )
+    read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="a request's headers, and then its body, must arrive within this many seconds (else 408)",
+    )
+    limit_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="most connections plus requests in flight per worker; beyond it uvicorn answers 503 at once",
+    )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="larger request bodies get a 413")
     drift_window: int = Field(default=1000, ge=1, description="records in the sliding window of the drift gauges")
     prometheus_multiproc_dir: Path | None = Field(

@@ -18,7 +18,7 @@ from torch import nn
 
 from model.conditions import ConditionSpec
 from model.errors import InputError, InputIssue
-from model.kinds.base import Corruption, InputLimits
+from model.kinds.base import Corruption, InputLimits, envelope_schema
 from model.kinds.image.backbone import (
     ImageDecoder,
     ImageDecoderOutput,
@@ -223,6 +223,10 @@ class ImageKind:
 
     def input_signature(self) -> object:
         return self.spec
+
+    def request_schema(self) -> dict[str, Any]:
+        """The envelopes as they are: an image's geometry is checked after decoding."""
+        return envelope_schema(self.request_models)
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
