@@ -1,5 +1,6 @@
 # Two entry points for a newcomer: `make demo` and `make test`. Both build .venv first.
-# CPU torch by default; a CUDA user overrides it, e.g.
+# CPU torch by default (scripts/install-torch: PyTorch's CPU wheel index, plain pip if that is
+# unreachable); a CUDA user overrides it, e.g.
 #   make demo TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,10 +12,10 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile scripts/install-torch
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	scripts/install-torch $(BIN)/python $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e '.[dev,scale]'
 	touch $(STAMP)
 

@@ -94,6 +94,7 @@ class Detector:
         self.device = device
         scoring = manifest.scoring
         self.noise = posterior_noise(scoring.n_samples, network.latent_dim, scoring.seed).to(device)
+        self.mean_noise = torch.zeros((1, 1, network.latent_dim), device=device)  # z = mu
         self.thresholds = ThresholdSet(
             sort_calibration(manifest.calibration_scores), dict(manifest.thresholds), manifest.active_threshold
         )
@@ -145,7 +146,13 @@ class Detector:
             missing=self.kind.missing(inputs),
             inputs=inputs,
             thresholds=thresholds,
+            rescore=self.rescore,
         )
+
+    def rescore(self, batch: Any) -> ScoreTerms:
+        """Score an already-built batch of the kind at the posterior mean (one decode per input,
+        deterministic): explanations rescore inputs with elements hidden through this."""
+        return score_in_chunks(self.network, batch, self.mean_noise, self.manifest.scoring)
 
     def results(self, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
         """The `/score` result objects, in input order, with the `explain` largest contributors."""

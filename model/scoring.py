@@ -9,6 +9,7 @@ never on the rest of the batch or its position in it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -75,6 +76,9 @@ class ScoreBatch:
     missing: np.ndarray  # (B, F) bool; all False for images
     inputs: Any  # the checked inputs, of the kind's own type (tabular columns, image pixels, ...)
     thresholds: ThresholdSet
+    rescore: Callable[[Any], ScoreTerms] | None = None
+    """Scores a kind's batch with the same network at the posterior mean (z = mu, no noise): what
+    an explanation needs to ask "how would this input score if part of it were hidden?"."""
 
     def __len__(self) -> int:
         return self.terms.score.shape[0]

@@ -55,6 +55,10 @@ def _endpoint(app: FastAPI, scope: Scope) -> str:
     return _template(app.router.routes, scope) or "unmatched"
 
 
+UNCOUNTED_PATHS = frozenset({"/metrics", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+"""Not in `vae_anomaly_in_flight_requests`: a scrape would always see itself, probes are not load."""
+
+
 class RequestMetricsMiddleware:
     """Counts and times every HTTP request by route template and status for Prometheus.
 
@@ -72,6 +76,11 @@ class RequestMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        metrics = self.state.metrics
+        counted = metrics is not None and scope["path"] not in UNCOUNTED_PATHS
+        if counted:
+            assert metrics is not None
+            metrics.in_flight.inc()
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -82,6 +91,9 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
+            if counted:
+                assert metrics is not None
+                metrics.in_flight.dec()
             metrics = self.state.metrics
             if metrics is not None:
                 endpoint = _endpoint(self.fastapi_app, scope)
@@ -181,7 +193,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.metrics.record_reload(True)
         if settings.micro_batch:
             state.batcher = MicroBatcher(
-                settings.micro_batch_max_records, settings.micro_batch_max_wait_seconds, state.compute_thread
+                settings.micro_batch_max_records,
+                settings.micro_batch_max_wait_seconds,
+                state.compute_thread,
+                on_depth=state.metrics.queued_records.set,
             )
             state.batcher.start()
         watcher = None

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -67,8 +68,15 @@ class _Job:
 class MicroBatcher:
     """Gathers concurrent small scoring requests into one forward pass; see the module docstring."""
 
-    def __init__(self, max_records: int, max_wait_seconds: float, executor: ThreadPoolExecutor | None = None):
+    def __init__(
+        self,
+        max_records: int,
+        max_wait_seconds: float,
+        executor: ThreadPoolExecutor | None = None,
+        on_depth: Callable[[int], None] | None = None,
+    ):
         self.max_records = max_records
+        self._on_depth = on_depth  # told the queued records after every change (a gauge's `set`)
         self.max_wait_seconds = max_wait_seconds
         self._pending: deque[_Job] = deque()
         self._pending_records = 0
@@ -103,6 +111,8 @@ class MicroBatcher:
         job = _Job(detector, metrics, inputs, size, explain, asyncio.get_running_loop().create_future())
         self._pending.append(job)
         self._pending_records += size
+        if self._on_depth is not None:
+            self._on_depth(self._pending_records)
         self._arrived.set()
         if self._pending_records >= self.max_records:
             self._full.set()
@@ -144,6 +154,8 @@ class MicroBatcher:
             jobs.append(job)
             total += job.size
         self._pending_records -= total
+        if self._on_depth is not None:
+            self._on_depth(self._pending_records)
         if not self._pending:
             self._arrived.clear()
         if self._pending_records < self.max_records:

@@ -67,8 +67,22 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.in_flight = Gauge(
+            "vae_anomaly_in_flight_requests",
+            "HTTP requests being handled now, scrapes and probes excluded (the HPA's Pods metric).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queued_records = Gauge(
+            "vae_anomaly_micro_batch_queued_records",
+            "Records waiting in the micro-batch queue for the next forward pass.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.records_scored = Counter(
-            "vae_anomaly_records_scored", "Records scored through /score (not warm-up, not /reconstruct).", registry=r
+            "vae_anomaly_records_scored",
+            "Records scored through /score (not warm-up, not /reconstruct, /encode or /interpolate).",
+            registry=r,
         )
         self.anomalies = Counter(
             "vae_anomaly_anomalies", "Records scored above each threshold.", ["threshold"], registry=r

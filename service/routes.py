@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from model.detector import Detector, Interpolation, interpolation_count_message
 from model.kinds import KINDS
-from model.kinds.base import RequestBody
+from model.kinds.base import RequestBody, RequestIds
 from model.thresholds import THRESHOLD_NAME, ThresholdSet
 from service.batching import check_inputs, input_limits, score_body
 from service.errors import ApiError
@@ -159,7 +159,15 @@ async def score(request: Request, state: ServiceState = Depends(get_state)) -> R
     detector, metrics = state.loaded()  # one model for the whole request, even across a reload
     body = await _read_inputs(request, state, detector)
     results = await score_body(state, detector, metrics, body)
-    return _json({"model": _model_ref(detector), "results": results})
+    return _json({"model": _model_ref(detector), "results": _with_ids(body, results)})
+
+
+def _with_ids(body: RequestBody, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Echo the body's optional `ids` as `id`, first in each result (one result per input)."""
+    ids = body.ids if isinstance(body, RequestIds) else None
+    if ids is None:
+        return results
+    return [{"id": id_, **result} for id_, result in zip(ids, results, strict=True)]
 
 
 async def _read_inputs(request: Request, state: ServiceState, detector: Detector) -> RequestBody:
@@ -192,7 +200,7 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
     body = await _read_inputs(request, state, detector)
     max_pixels = input_limits(state.settings)
     results = await state.compute(lambda: detector.reconstruct(check_inputs(detector, body, max_pixels)))
-    return _json({"model": _model_ref(detector), "results": results})
+    return _json({"model": _model_ref(detector), "results": _with_ids(body, results)})
 
 
 @router.post(

@@ -81,6 +81,7 @@ class TopRegion(BaseModel):
 
 
 class ScoreResult(BaseModel):
+    id: str | int | None = Field(default=None, description="the request's `ids[i]`, when the body had `ids`")
     score: float = Field(description="anomaly score, higher = more anomalous (negative ELBO, nats)")
     elbo: float
     reconstruction_error: float
@@ -98,6 +99,7 @@ class ScoreResponse(BaseModel):
 
 
 class ReconstructResult(BaseModel):
+    id: str | int | None = Field(default=None, description="the request's `ids[i]`, when the body had `ids`")
     reconstruction: Record | str = Field(description="a record (tabular) or a base64 PNG (image)")
     feature_errors: dict[str, float | None] | None = Field(
         default=None, description="tabular: per-feature -log p(x_f | z); null where missing"

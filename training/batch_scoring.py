@@ -60,23 +60,33 @@ def frame_inputs(detector: Detector, frame: pd.DataFrame) -> Any:
     categorical features are compared by their text, as when a CSV is read with the schema)."""
     _check_tabular(detector)
     schema = detector.kind.schema  # type: ignore[attr-defined]
-    missing = [name for name in schema.names if name not in frame.columns]
+    condition = detector.kind.condition_spec()
+    names = [*schema.names, *(condition.names if condition is not None else [])]  # a cvae's context is an input
+    missing = [name for name in names if name not in frame.columns]
     if missing:
         raise DataError(f"columns absent from the data: {', '.join(missing)}")
-    features = frame[schema.names].copy()
+    features = frame[names].copy()
     for feature in schema.of_type("categorical"):
         column = features[feature.name]
         features[feature.name] = column.astype(object).where(column.isna(), column.astype(str))
     return detector.kind.columns_from_table(_frame_columns(features))  # type: ignore[attr-defined]
 
 
-def score_frame(detector: Detector, frame: pd.DataFrame, explain: int = 3) -> pd.DataFrame:
-    """Score every row of `frame`; one output row per input row, same index, `OUTPUT_COLUMNS`."""
+def score_frame(
+    detector: Detector, frame: pd.DataFrame, explain: int = 3, id_column: str | None = None
+) -> pd.DataFrame:
+    """Score every row of `frame`; one output row per input row, same index, `OUTPUT_COLUMNS`
+    (after an `id` column copied from `id_column` when one is named: it is never a feature)."""
     import pandas as pd
 
+    if id_column is not None and id_column not in frame.columns:
+        raise DataError(f"id column {id_column!r} not found; columns: {', '.join(map(str, frame.columns))}")
     results = detector.score_results(frame_inputs(detector, frame), explain=explain) if len(frame) else []
     out = pd.DataFrame([flat_row(r) for r in results], columns=list(OUTPUT_COLUMNS), index=frame.index)
-    return out.astype(output_dtypes())
+    out = out.astype(output_dtypes())
+    if id_column is not None:
+        out.insert(0, "id", frame[id_column].to_numpy())
+    return out
 
 
 def output_dtypes() -> dict[str, str]:
@@ -113,7 +123,12 @@ def iter_frames(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
 
 
 def score_file_streaming(
-    detector: Detector, data: Path, out: Path | None, explain: int = 3, batch_rows: int = 65_536
+    detector: Detector,
+    data: Path,
+    out: Path | None,
+    explain: int = 3,
+    batch_rows: int = 65_536,
+    id_column: str | None = None,
 ) -> int:
     """Score `data` a record batch at a time into `out` (.parquet, .csv, .jsonl; stdout JSON lines
     when None); returns the rows scored. Memory is bounded by `batch_rows`, not the file."""
@@ -128,7 +143,7 @@ def score_file_streaming(
     sink: Any = sys.stdout.buffer if out is None else None
     try:
         for frame in iter_frames(data, batch_rows):
-            scored = score_frame(detector, frame, explain)
+            scored = score_frame(detector, frame, explain, id_column)
             rows += len(scored)
             if suffix == ".parquet":
                 table = pa.Table.from_pandas(scored, preserve_index=False)

@@ -26,13 +26,14 @@ from model.kinds.tabular.kind import TabularKind
 from model.kinds.tabular.schema import Schema, read_schema
 from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
-from training.data import DataError, anomaly_labels, normal_mask, read_table
+from training.data import DataError, anomaly_labels, normal_mask, read_table, suspicious_columns
 from training.encode_cli import add_encode_parser, encode_command
 from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
 from training.latent_report import write_latent_section
+from training.output import check_out_path, write_results
 from training.sequence import sequence_train_config
 from training.sequence_cli import score_sequences_file, train_sequences
 from training.tabular import fit_detector
@@ -99,7 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--label-column", help="rows whose label is --normal-value are used; the rest are ignored")
     train.add_argument("--normal-value", help="label of normal rows (default 0)")
-    train.add_argument("--exclude-columns", nargs="+", default=[], metavar="COL", help="columns that are not features")
+    train.add_argument(
+        "--exclude-columns",
+        "--drop-columns",
+        dest="exclude_columns",
+        nargs="+",
+        default=[],
+        metavar="COL",
+        help="columns that are not features (ids, labels, timestamps, ...)",
+    )
+    train.add_argument("--id-column", help="a row id column: never a feature (give it to `score --id-column` too)")
     train.add_argument("--schema", type=Path, help="schema.json overriding inferred feature types")
     train.add_argument(
         "--epochs", type=int, default=None, help=f"default {defaults.epochs} (images: {IMAGE_DEFAULTS['epochs']})"
@@ -153,7 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     score = commands.add_parser("score", help="score a file with a trained model")
     score.add_argument("model_dir", type=Path)
     score.add_argument("data", type=Path)
-    score.add_argument("--out", type=Path, help=".csv, .jsonl (sequences also .parquet); default JSON lines on stdout")
+    score.add_argument(
+        "--out",
+        type=Path,
+        help=".jsonl, .csv or .parquet (checked before scoring); default JSON lines on stdout. Image CSVs hold "
+        "the scalar fields (top_regions as JSON text)",
+    )
+    score.add_argument(
+        "--id-column",
+        help="tabular: a column copied into each result as `id` (never a feature), to join results back",
+    )
     score.add_argument("--explain", type=int, default=3, help="top features per row")
     score.add_argument("--device", default="auto")
     score.add_argument(
@@ -243,7 +262,13 @@ def train_command(args: argparse.Namespace) -> int:
     overrides = read_schema(args.schema) if args.schema else None
     if args.stream:
         return _train_stream(args, config, overrides)
-    table = read_table(args.data, args.label_column, args.exclude_columns, overrides)
+    table = read_table(args.data, args.label_column, args.exclude_columns, overrides, id_column=args.id_column)
+    for name, reason in suspicious_columns(table.columns).items():
+        logger.warning(
+            "column %r looks like a label or an id (%s) and will be learned as a feature; if it is not one, "
+            "pass --label-column %s, --id-column %s or --drop-columns %s",
+            *(name, reason, name, name, name),
+        )
     columns = table.columns
     if table.labels is not None:
         keep = normal_mask(table.labels, args.normal_value)
@@ -287,12 +312,13 @@ def _tabular(detector: Detector) -> TabularKind:
 
 def _load_scoring_input(detector: Detector, args: argparse.Namespace, label_column: str | None = None):
     kind = _tabular(detector)
-    table = read_table(args.data, label_column, schema=kind.schema)
+    table = read_table(args.data, label_column, schema=kind.schema, id_column=getattr(args, "id_column", None))
     return detector, table, kind.columns_from_table(table.columns)
 
 
 def _flat_row(result: dict[str, object]) -> dict[str, object]:
-    row = {key: result[key] for key in ("score", "elbo", "reconstruction_error", "p_value", "is_anomaly")}
+    row = {"id": result["id"]} if "id" in result else {}
+    row.update({key: result[key] for key in ("score", "elbo", "reconstruction_error", "p_value", "is_anomaly")})
     row["thresholds_exceeded"] = ";".join(result["thresholds_exceeded"])  # type: ignore[arg-type]
     row["missing"] = ";".join(result["missing"])  # type: ignore[arg-type]
     row["top_features"] = orjson.dumps(result["top_features"]).decode()
@@ -300,31 +326,22 @@ def _flat_row(result: dict[str, object]) -> dict[str, object]:
 
 
 def score_command(args: argparse.Namespace) -> int:
+    if args.engine != "dask":  # dask writes a Parquet folder
+        check_out_path(args.out)
     loaded = Detector.load(args.model_dir, args.device)
+    if args.id_column is not None and loaded.kind.name != "tabular":
+        raise DataError(f"--id-column is for tabular models; {loaded.kind.name} results carry their own position")
     if loaded.kind.name == "image":
         return score_images_file(args, loaded)
     if loaded.kind.name == "sequence":
         return score_sequences_file(args, loaded)
     if args.engine == "dask" or args.batch_rows or (args.out is not None and args.out.suffix.lower() == ".parquet"):
         return _score_in_batches(args, loaded)
-    detector, _, columns = _load_scoring_input(loaded, args)
+    detector, table, columns = _load_scoring_input(loaded, args)
     results = detector.score_results(columns, explain=args.explain)
-    if args.out is None:
-        out = sys.stdout.buffer
-        for result in results:
-            out.write(orjson.dumps(result) + b"\n")
-        out.flush()
-        return 0
-    suffix = args.out.suffix.lower()
-    if suffix == ".jsonl":
-        args.out.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in results))
-    elif suffix == ".csv":
-        import pandas as pd
-
-        pd.DataFrame([_flat_row(r) for r in results]).to_csv(args.out, index=False)
-    else:
-        raise DataError(f"{args.out}: --out must end in .csv or .jsonl")
-    print(f"{len(results)} rows scored → {args.out}", file=sys.stderr)
+    if table.ids is not None:
+        results = [{"id": id_, **result} for id_, result in zip(table.ids, results, strict=True)]
+    write_results(args.out, results, _flat_row, "row")
     return 0
 
 
@@ -333,6 +350,8 @@ def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
     from training.batch_scoring import score_file_dask, score_file_streaming
 
     if args.engine == "dask":
+        if args.id_column is not None:
+            raise DataError("--id-column is not available with --engine dask yet; use the local engine")
         if args.out is None:
             raise DataError("--engine dask needs --out (a Parquet folder)")
         device = "cpu" if args.device == "auto" else args.device
@@ -340,7 +359,8 @@ def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
             args.model_dir, args.data, args.out, args.scheduler, args.explain, device, args.dask_workers
         )
     else:
-        rows = score_file_streaming(detector, args.data, args.out, args.explain, args.batch_rows or 65_536)
+        batch_rows = args.batch_rows or 65_536
+        rows = score_file_streaming(detector, args.data, args.out, args.explain, batch_rows, args.id_column)
     if args.out is not None:
         print(f"{rows} rows scored → {args.out}", file=sys.stderr)
     return 0

@@ -30,6 +30,7 @@ class Table:
 
     columns: dict[str, np.ndarray]
     labels: np.ndarray | None  # raw label values, same length as the columns
+    ids: list[object] | None = None  # --id-column values (None where empty): passed to results, never a feature
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
@@ -60,6 +61,7 @@ def read_table(
     label_column: str | None = None,
     exclude: list[str] | None = None,
     schema: Schema | None = None,
+    id_column: str | None = None,
 ) -> Table:
     """Read a data file. NPZ: arrays X (n, d) → features x0..x{d-1}, optional y as the label.
 
@@ -106,13 +108,51 @@ def read_table(
                 f"{path}: label column {label_column!r} not found; columns: {', '.join(map(str, frame.columns))}"
             )
         labels = frame.pop(label_column).to_numpy()
+    ids = None
+    if id_column is not None:
+        if id_column not in frame.columns:
+            raise DataError(f"{path}: id column {id_column!r} not found; columns: {', '.join(map(str, frame.columns))}")
+        ids = [None if value != value else value for value in frame.pop(id_column).tolist()]  # NaN → None
     for name in exclude or []:
         if name not in frame.columns:
             raise DataError(f"{path}: --exclude-columns names {name!r}, which is not a column")
         frame = frame.drop(columns=name)
     if frame.shape[1] == 0:
         raise DataError(f"{path}: no feature columns left")
-    return Table(columns=_frame_columns(frame), labels=labels)
+    return Table(columns=_frame_columns(frame), labels=labels, ids=ids)
+
+
+LABEL_NAMES = frozenset({"label", "labels", "target", "y", "class", "anomaly", "is_anomaly", "outlier", "ground_truth"})
+ID_NAMES = frozenset({"id", "uuid", "guid", "index", "row", "row_id", "record_id", "key"})
+MIN_ROWS_FOR_UNIQUE = 20  # below this, distinct values per row are common by chance
+
+
+def suspicious_columns(columns: dict[str, np.ndarray]) -> dict[str, str]:
+    """Feature columns that look like labels or row ids, each with the reason (name → reason).
+
+    Learned as features, a label column lets the model "detect" anomalies only through it and makes
+    the served model demand it in every request; an id column is unique per row and adds noise.
+    Signs: the name (label/target/y/class..., id/*_id/uuid...), text unique in every row, or integers
+    that increase by one step each row (a row number)."""
+    found: dict[str, str] = {}
+    for name, values in columns.items():
+        lowered = name.strip().lower()
+        n = len(values)
+        if lowered in LABEL_NAMES:
+            found[name] = "named like a label"
+        elif lowered in ID_NAMES or lowered.endswith(("_id", "_uuid")) or name.endswith("Id"):
+            found[name] = "named like an id"
+        elif values.dtype == object and n >= MIN_ROWS_FOR_UNIQUE:
+            present = [v for v in values.tolist() if v is not None]
+            if len(present) == n and len(set(present)) == n:
+                found[name] = "a different text value in every row (an id?)"
+        elif values.dtype.kind in "iuf" and n >= MIN_ROWS_FOR_UNIQUE:
+            numbers = values.astype(np.float64)
+            steps = np.diff(numbers)
+            integers = bool(np.all(np.isfinite(numbers)) and np.all(numbers == np.round(numbers)))
+            if integers and steps[0] != 0 and np.all(steps == steps[0]):
+                found[name] = "integers changing by a fixed step each row (a row number?)"
+    return found
 
 
 def normal_mask(labels: np.ndarray, normal_value: str | None) -> np.ndarray:

@@ -24,6 +24,7 @@ from training.evaluate import model_metrics, write_report
 from training.image_data import ImageSet, read_images
 from training.image_report import write_image_report
 from training.image_trainer import fit_image_detector
+from training.output import write_results
 from training.trainer import TrainConfig, training_report
 
 DEMO_NORMAL_DIGIT = 0
@@ -98,21 +99,30 @@ def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
     return 0
 
 
+IMAGE_SCALARS = ("index", "file", "score", "elbo", "reconstruction_error", "p_value", "is_anomaly")
+
+
+def flat_image_result(result: dict[str, object]) -> dict[str, object]:
+    """One CSV/Parquet row of an image result: the scalar fields; the threshold names joined by
+    ';' and `top_regions` as JSON text (JSON lines keep them as lists)."""
+    row = {key: result[key] for key in IMAGE_SCALARS if key in result}
+    row["thresholds_exceeded"] = ";".join(result["thresholds_exceeded"])  # type: ignore[arg-type]
+    row["top_regions"] = orjson.dumps(result["top_regions"]).decode()
+    return row
+
+
 def score_images_file(args: argparse.Namespace, detector: Detector) -> int:
-    """Score every image of a data set; JSON lines (with `top_regions`) on stdout or into --out."""
+    """Score every image of a data set: each result carries its `index` in the data set (and its
+    `file` for a folder of images); JSON lines on stdout or into --out (.csv: the scalar fields)."""
     images = read_images(args.data, getattr(args, "labels", None))
     kind = _image_kind(detector)
     labels = images.labels if kind.condition_spec() is not None else None  # a conditional model's conditions
     results = detector.results(detector.score(kind.inputs_from_array(images.pixels, labels)), args.explain)
-    lines = b"".join(orjson.dumps(result) + b"\n" for result in results)
-    if args.out is None:
-        sys.stdout.buffer.write(lines)
-        sys.stdout.buffer.flush()
-        return 0
-    if args.out.suffix.lower() != ".jsonl":
-        raise DataError(f"{args.out}: image results are JSON lines: --out must end in .jsonl")
-    args.out.write_bytes(lines)
-    print(f"{len(results)} images scored → {args.out}", file=sys.stderr)
+    names = images.names
+    results = [
+        {"index": i, **({"file": names[i]} if names is not None else {}), **result} for i, result in enumerate(results)
+    ]
+    write_results(args.out, results, flat_image_result, "image")
     return 0
 
 

@@ -28,6 +28,7 @@ class ImageSet:
 
     pixels: np.ndarray
     labels: np.ndarray | None
+    names: list[str] | None = None  # a folder's files, relative to it (what `score` reports as `file`)
 
     def __len__(self) -> int:
         return len(self.pixels)
@@ -113,7 +114,8 @@ def read_folder(path: Path, size: tuple[int, int] | None = None) -> ImageSet:
         )
     pixels = np.stack([to_channels(a, channels) for a in arrays])
     has_labels = any(labels)
-    return ImageSet(pixels, np.array(labels, dtype=object) if has_labels else None)
+    names = [file.relative_to(path).as_posix() for file in files]
+    return ImageSet(pixels, np.array(labels, dtype=object) if has_labels else None, names)
 
 
 def read_images(path: Path, labels_path: Path | None = None, size: tuple[int, int] | None = None) -> ImageSet:

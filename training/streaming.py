@@ -410,6 +410,11 @@ def fit_stream(
     started = time.perf_counter()
     kind_options = config.kind_options_for("tabular")
     assert isinstance(kind_options, TabularOptions)
+    if kind_options.condition_columns:
+        raise SchemaError(
+            "--condition-columns is not supported with --stream (the streaming scan does not keep a condition "
+            "apart from the features yet): train the conditional model in memory, without --stream"
+        )
     if schema_overrides is not None:
         options.text_columns = [f.name for f in schema_overrides.of_type("categorical")]
     options.seed = config.seed

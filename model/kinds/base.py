@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, StrictInt, StringConstraints, model_validator
 from torch import nn
 
 from model.conditions import ConditionSpec
@@ -56,6 +56,31 @@ def envelope_schema(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
     """The JSON schema of a body that is one of `models` (a kind's request envelopes)."""
     schemas = [model.model_json_schema() for model in models]
     return schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+
+
+RequestId = Annotated[str, StringConstraints(max_length=256)] | StrictInt
+"""A caller's id of one input: a string (at most 256 characters) or an integer."""
+
+
+class RequestIds(BaseModel):
+    """An optional `ids` list for request envelopes whose results come back one per input (records,
+    images): the service echoes `ids[i]` as `id` in result i, so results can be joined back to the
+    caller's rows without relying on order alone. Subclasses define `size()`."""
+
+    ids: list[RequestId] | None = Field(
+        default=None,
+        description="optional: one id per record or image (string or integer), echoed as `id` in its result",
+        examples=[["order-1041"]],
+    )
+
+    def size(self) -> int:
+        raise NotImplementedError
+
+    @model_validator(mode="after")
+    def _one_id_per_input(self) -> RequestIds:
+        if self.ids is not None and len(self.ids) != self.size():
+            raise ValueError(f"'ids' has {len(self.ids)} entries but the body has {self.size()} inputs: give one each")
+        return self
 
 
 @dataclass(frozen=True)

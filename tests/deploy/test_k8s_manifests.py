@@ -6,6 +6,7 @@ Not validated against the Kubernetes API schemas here (see docs/CONTAINER.md for
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
-MANIFESTS = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "servicemonitor.yaml")
+MANIFESTS = (
+    "deployment.yaml",
+    "service.yaml",
+    "hpa.yaml",
+    "pdb.yaml",
+    "thresholds-configmap.yaml",
+    "servicemonitor.yaml",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +57,7 @@ def test_every_manifest_parses_and_kustomization_lists_them(deploy_dir: Path, k8
         "HorizontalPodAutoscaler",
         "PodDisruptionBudget",
         "ServiceMonitor",
+        "ConfigMap",
         "Kustomization",
     }
     resources = k8s["Kustomization"]["resources"]
@@ -141,8 +150,34 @@ def test_resources_and_autoscaling(k8s: dict[str, Any], container: dict[str, Any
     hpa = k8s["HorizontalPodAutoscaler"]["spec"]
     target = hpa["scaleTargetRef"]
     assert (target["kind"], target["name"]) == ("Deployment", k8s["Deployment"]["metadata"]["name"])
-    assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
+    pods, cpu = hpa["metrics"]  # requests in flight per pod, CPU as the fallback
+    assert (pods["type"], cpu["type"], cpu["resource"]["name"]) == ("Pods", "Resource", "cpu")
+    assert pods["pods"]["metric"]["name"] == "vae_anomaly_in_flight_requests"
     assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
     assert "replicas" not in k8s["Deployment"]["spec"], "the HPA owns the replica count"
     budget = k8s["PodDisruptionBudget"]["spec"]
     assert budget["minAvailable"] < hpa["minReplicas"]
+
+
+def test_the_hpa_metric_is_exported_and_served_by_the_adapter(
+    root: Path, deploy_dir: Path, k8s: dict[str, Any]
+) -> None:
+    name = k8s["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    assert f'"{name}"' in (root / "service" / "metrics.py").read_text()  # the service exports it
+    rules = yaml.safe_load((deploy_dir / "prometheus-adapter" / "rules.yaml").read_text())
+    (rule,) = rules["rules"]["custom"]
+    assert rule["name"]["as"] == name and name in rule["seriesQuery"]
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+def test_every_pod_reads_the_thresholds_configmap(k8s: dict[str, Any], pod: dict[str, Any], container: dict[str, Any]):
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    path = Path(env["VAE_ANOMALY_THRESHOLDS_FILE"])
+    mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+    mount = mounts[str(path.parent)]
+    assert mount["readOnly"] is True
+    volumes = {volume["name"]: volume for volume in pod["spec"]["volumes"]}
+    configmap = k8s["ConfigMap"]
+    assert volumes[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert path.name in configmap["data"]
+    json.loads(configmap["data"][path.name])  # valid JSON

@@ -5,6 +5,7 @@ features cannot see."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -221,6 +222,13 @@ def test_cli_trains_scores_and_refuses_a_missing_condition(tmp_path: Path, capsy
         main(["train", str(data), "--out", str(tmp_path / "m2"), "--condition-columns", CONTEXT, "--epochs", "1"]) == 2
     )
     assert "models none" in capsys.readouterr().err
+    labelled = tmp_path / "labelled.csv"
+    pd.DataFrame(contextual_columns(200, 40, seed=3)).to_csv(labelled, index=False)
+    capsys.readouterr()
+    report = tmp_path / "report"
+    assert main(["evaluate", str(model), str(labelled), "--label-column", LABEL, "--report", str(report)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 0.0 <= metrics["auroc"] <= 1.0 and (report / "latent.png").is_file()
 
 
 def test_encode_and_interpolate_run_given_the_condition(cvae_client: TestClient):
@@ -234,3 +242,29 @@ def test_encode_and_interpolate_run_given_the_condition(cvae_client: TestClient)
     assert amounts[0] == pytest.approx(0.0, abs=1.5) and amounts[-1] == pytest.approx(12.0, abs=1.5)
     missing = cvae_client.post("/encode", json={"records": [{"amount": 1.0, "duration": 0.5, "noise": 0.0}]})
     assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "records", 0, CONTEXT]
+
+
+def test_score_frame_takes_the_condition_columns(cvae_model_dir: Path):
+    import pandas as pd
+
+    from training.batch_scoring import score_frame
+
+    detector = Detector.load(cvae_model_dir, "cpu")
+    rows = [record("s2", 8.0), record("s1", 8.0)]
+    frame = pd.DataFrame(rows).assign(id=[10, 11])  # extra columns are ignored
+    scored = score_frame(detector, frame)
+    direct = detector.score(detector.kind.columns_from_records(rows)).terms.score  # type: ignore[attr-defined]
+    assert scored["score"].tolist() == pytest.approx(direct.tolist())
+
+
+def test_streaming_training_refuses_condition_columns(tmp_path: Path):
+    import pandas as pd
+
+    from model.errors import SchemaError
+    from training.streaming import ReadOptions, fit_stream
+
+    data = tmp_path / "train.csv"
+    pd.DataFrame(training_columns(100)).to_csv(data, index=False)
+    config = TrainConfig(**{**TINY, "epochs": 1}, family="cvae", condition_columns=[CONTEXT])
+    with pytest.raises(SchemaError, match="not supported with --stream"):
+        fit_stream(data, config, ReadOptions(), progress=False)

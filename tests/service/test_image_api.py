@@ -163,3 +163,10 @@ def test_model_endpoint_and_metrics_show_an_image_model(image_client: TestClient
     metrics = image_client.get("/metrics").text
     assert 'kind="image"' in metrics
     assert "vae_anomaly_records_scored_total 1.0" in metrics
+
+
+def test_image_results_echo_ids(image_client: TestClient):
+    image = anomalous_image().tolist()
+    response = image_client.post("/score", json={"arrays": [image, image], "ids": ["a.png", "b.png"]})
+    assert response.status_code == 200, response.text
+    assert [r["id"] for r in response.json()["results"]] == ["a.png", "b.png"]

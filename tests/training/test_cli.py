@@ -183,8 +183,48 @@ def test_score_a_file_without_rows(csv_model: tuple[Path, str], labelled_csv: Pa
 def test_score_with_unknown_output_type(csv_model: tuple[Path, str], labelled_csv: Path, tmp_path: Path, capsys):
     out = tmp_path / "scores.xlsx"
     assert main(["score", str(csv_model[0]), str(labelled_csv), "--out", str(out), "--device", "cpu"]) == 2
-    assert capsys.readouterr().err == f"error: {out}: --out must end in .csv or .jsonl\n"
+    assert capsys.readouterr().err == f"error: {out}: --out must end in .jsonl, .csv, .parquet\n"
     assert not out.exists()
+
+
+def test_a_bad_output_type_is_refused_before_any_work(labelled_csv: Path, tmp_path: Path, capsys):
+    """Checked before the model is even loaded: here there is none, and the error is still about --out."""
+    out = tmp_path / "scores.txt"
+    assert main(["score", str(tmp_path / "no-model"), str(labelled_csv), "--out", str(out)]) == 2
+    assert "--out must end in .jsonl, .csv, .parquet" in capsys.readouterr().err
+
+
+def test_score_passes_the_id_column_through(csv_model: tuple[Path, str], labelled_csv: Path, in_process, tmp_path):
+    frame = pd.read_csv(labelled_csv)
+    frame.insert(0, "record_id", [f"r{i}" for i in range(len(frame))])
+    data = tmp_path / "with_ids.csv"
+    frame.to_csv(data, index=False)
+    argv = ["score", csv_model[0], data, "--id-column", "record_id", "--device", "cpu"]
+    code, _, err = _run([*argv, "--out", tmp_path / "scores.csv"])
+    assert code == 0, err
+    scored = pd.read_csv(tmp_path / "scores.csv")
+    assert scored.columns[0] == "id"
+    assert scored["id"].tolist() == frame["record_id"].tolist()
+    np.testing.assert_allclose(scored["score"], [r["score"] for r in in_process[2]], rtol=1e-6)
+    code, _, err = _run([*argv, "--out", tmp_path / "scores.parquet"])
+    assert code == 0, err
+    assert pd.read_parquet(tmp_path / "scores.parquet")["id"].tolist() == frame["record_id"].tolist()
+    code, out, err = _run(argv)
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.splitlines()][:3] == ["r0", "r1", "r2"]
+    code, _, err = _run([*argv[:-4], "--id-column", "nope"])
+    assert code == 2 and "id column 'nope' not found" in err
+
+
+def test_train_id_column_is_never_a_feature(labelled_csv: Path, tmp_path: Path):
+    frame = pd.read_csv(labelled_csv)
+    frame["record_id"] = np.arange(len(frame))
+    data = tmp_path / "with_ids.csv"
+    frame.to_csv(data, index=False)
+    argv = ["train", data, "--out", tmp_path / "m", "--label-column", "label", "--id-column", "record_id"]
+    code, _, err = _run([*argv, *TRAIN, "--epochs", "1"])
+    assert code == 0, err
+    assert "record_id" not in Detector.load(tmp_path / "m", "cpu").kind.schema.names
 
 
 # -- evaluate -------------------------------------------------------------------------------------
@@ -293,3 +333,27 @@ def test_bad_inputs_exit_with_code_2(labelled_csv: Path, tmp_path: Path, capsys,
     assert captured.err.startswith(fill(message))
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert not (tmp_path / "m").exists()
+
+
+def test_train_warns_about_label_and_id_like_columns_and_drop_columns_removes_them(
+    labelled_csv: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    frame = pd.read_csv(labelled_csv)
+    frame["record_id"] = [f"r{i}" for i in range(len(frame))]  # named like an id
+    frame["ticket"] = [f"t-{i * 7919 % 10007}" for i in range(len(frame))]  # unique text in every row
+    frame["row_number"] = np.arange(100, 100 + len(frame))  # a row number
+    data = tmp_path / "leaky.csv"
+    frame.to_csv(data, index=False)
+    with caplog.at_level("WARNING", logger="vae_anomaly"):
+        code, _, err = _run(["train", data, "--out", tmp_path / "m", *TRAIN, "--epochs", "1"])
+    assert code == 0, err
+    warned = {record.args[0] for record in caplog.records if record.levelname == "WARNING"}  # type: ignore[index]
+    assert warned == {"label", "record_id", "ticket", "row_number"}
+    assert "--drop-columns label" in caplog.text
+    caplog.clear()
+    dropped = ["--drop-columns", "record_id", "ticket", "row_number", "--label-column", "label"]
+    with caplog.at_level("WARNING", logger="vae_anomaly"):
+        code, _, err = _run(["train", data, "--out", tmp_path / "m2", *TRAIN, "--epochs", "1", *dropped])
+    assert code == 0, err
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    assert Detector.load(tmp_path / "m2", "cpu").kind.schema.names == ["a", "b", "items", "color", "flag"]

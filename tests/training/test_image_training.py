@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -153,3 +154,27 @@ def test_cli_resize_trains_at_the_requested_size(tmp_path: Path, capsys: pytest.
     model = tmp_path / "model"
     assert main(["train", str(data), "--out", str(model), "--epochs", "2", "--quiet", "--resize", "6x6"]) == 0
     assert load(model).kind.spec.model_dump() == {"height": 6, "width": 6, "channels": 1, "resize": True}
+
+
+def test_image_score_results_carry_file_and_index_and_csv_has_the_scalars(
+    tiny_image_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate([*make_bar_images(2), *horizontal_bars(1)]):
+        Image.fromarray(image, mode="L").save(folder / f"img{i}.png")
+    assert main(["score", str(tiny_image_model_dir), str(folder), "--device", "cpu"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["index"], r["file"]) for r in results] == [(0, "img0.png"), (1, "img1.png"), (2, "img2.png")]
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(tiny_image_model_dir), str(folder), "--out", str(out), "--device", "cpu"]) == 0
+    frame = pd.read_csv(out)
+    assert frame.columns.tolist()[:3] == ["index", "file", "score"]
+    assert frame["file"].tolist() == ["img0.png", "img1.png", "img2.png"]
+    np.testing.assert_allclose(frame["score"], [r["score"] for r in results], rtol=1e-6)
+    assert json.loads(frame["top_regions"][0]) == results[0]["top_regions"]
+    npz = tmp_path / "bars.npz"
+    np.savez(npz, X=make_bar_images(2))
+    assert main(["score", str(tiny_image_model_dir), str(npz), "--device", "cpu"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["index"] for r in results] == [0, 1] and "file" not in results[0]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from model.kinds.base import RequestIds
 
 
-class ImageScoreRequest(BaseModel):
+class ImageScoreRequest(RequestIds):
     """Images for an image model: exactly one of `images` (base64) or `arrays` (nested lists)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -2,8 +2,8 @@
 
 Codec: JSON records or a columnar table → checked columns (`json_columns`, `preprocessing`) →
 `EncodedBatch`; backbone: MLPs (`backbone`); likelihood: per feature (`likelihood`); results carry
-`top_features` (the features with the largest -log p(x_f | z = mu)) and reconstructions in original
-units.
+`top_features` (the features whose hiding lowers the score most, `explanations`) and reconstructions
+in original units.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from model.errors import UnsupportedError
 from model.kinds.base import Corruption, InputLimits
 from model.kinds.tabular import conditions
 from model.kinds.tabular.backbone import DecoderOutput, TabularDecoder, TabularEncoder, TabularNetworkConfig
+from model.kinds.tabular.explanations import explain_masked
 from model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
 from model.kinds.tabular.likelihood import feature_log_probs
 from model.kinds.tabular.preprocessing import Columns, EncodedBatch, Preprocessing, TabularCodec, check_columns
@@ -93,7 +94,7 @@ class TabularKind:
         self.feature_by_name = {f.name: f for f in self.schema.features}
         self.codec = TabularCodec(self.schema, config.preprocessing)
         self.condition = config.condition
-        self._owners = torch.from_numpy(self.codec.input_feature_index())
+        self.owners = torch.from_numpy(self.codec.input_feature_index())
 
     def default_latent_dim(self) -> int:
         return int(min(16, max(2, math.ceil(len(self.schema.features) / 2))))
@@ -123,7 +124,7 @@ class TabularKind:
         device = batch.x_in.device
         corrupted = EncodedBatch(**batch.__dict__)
         if corruption.kind == "masking":
-            owners = self._owners.to(device)
+            owners = self.owners.to(device)
             keep = torch.rand((len(batch), len(self.schema.features)), generator=generator) >= corruption.rate
             corrupted.x_in = batch.x_in * keep.to(device)[:, owners].float()
         else:
@@ -305,6 +306,10 @@ class TabularKind:
 def score_results(kind: TabularKind, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:
     """Build one JSON-ready result per record (see the `/score` contract in the README).
 
+    A feature's contribution is the fall of the score when it alone is hidden (`explanations`),
+    its `expected` value what the rest of the record predicts for it; a `ScoreBatch` without a
+    `rescore` (one built by hand) falls back to the per-feature terms of -log p(x | z = mu).
+
     Arrays become flat Python lists once (`tolist`) and the top features are picked for the whole
     batch with one argsort, so the per-record loop only assembles dicts. Flat lists, not lists of
     lists: every container allocated counts toward a garbage collection, and for 4096 records the
@@ -317,13 +322,17 @@ def score_results(kind: TabularKind, scored: ScoreBatch, explain: int) -> list[d
     top: list[list[dict[str, object]]] = [[] for _ in range(n)]
     k = min(explain, len(names))
     if k > 0 and n:
-        expected = kind.expected_columns(terms)
+        if scored.rescore is not None:
+            masked = explain_masked(kind.codec, kind.owners, kind.batch(scored.inputs), missing, scored.rescore)
+            contributions, expected = masked.contributions, kind.decoded_columns(masked.expected)
+        else:
+            contributions, expected = terms.contributions, kind.expected_columns(terms)
         values = {name: scored.inputs[name].tolist() for name in names}
         # Missing features contribute nothing, so they sink below every observed one in the ranking.
-        ranked = np.argsort(-np.where(missing, -np.inf, terms.contributions), axis=1, kind="stable")[:, :k]
+        ranked = np.argsort(-np.where(missing, -np.inf, contributions), axis=1, kind="stable")[:, :k]
         top_feature = ranked.ravel().tolist()  # (B * k,), record i's top features at [i * k, (i + 1) * k)
         top_missing = np.take_along_axis(missing, ranked, axis=1).ravel().tolist()
-        top_contribution = np.take_along_axis(terms.contributions, ranked, axis=1).ravel().tolist()
+        top_contribution = np.take_along_axis(contributions, ranked, axis=1).ravel().tolist()
         for i in range(n):
             for m in range(i * k, (i + 1) * k):
                 if top_missing[m]:

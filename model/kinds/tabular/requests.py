@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from model.kinds.base import RequestIds
 
 
-class ScoreRequest(BaseModel):
+class ScoreRequest(RequestIds):
     model_config = ConfigDict(extra="forbid")
 
     records: list[Any] = Field(
@@ -24,7 +26,7 @@ class ScoreRequest(BaseModel):
         return len(self.records)
 
 
-class ColumnarScoreRequest(BaseModel):
+class ColumnarScoreRequest(RequestIds):
     """The same records as a table: cheaper to send and to parse than one object per record."""
 
     model_config = ConfigDict(extra="forbid")
