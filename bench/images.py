@@ -88,7 +88,7 @@ def run_project_images(split: Split, seed: int, overrides: dict[str, Any]) -> Ou
         "best_epoch": summary["best_epoch"],
         "batch_size": summary["batch_size"],
         "latent_dim": detector.manifest.family_config.latent_dim,
-        "likelihood": config.likelihood,
+        "likelihood": getattr(config.kind_options_for("image"), "likelihood", None),
         "validation_elbo": summary["validation_elbo"],
     }
     return Outcome(np.asarray(scores, dtype=np.float64), fit_seconds, score_seconds, info)

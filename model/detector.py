@@ -9,6 +9,7 @@ Scoring large inputs runs in fixed-size chunks so memory stays bounded whatever 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,15 +131,18 @@ class Detector:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def terms(self, inputs: Any, noise: torch.Tensor | None = None) -> ScoreTerms:
-        """Score checked inputs in chunks of `scoring.chunk_size`."""
+    def terms(
+        self, inputs: Any, noise: torch.Tensor | None = None, progress: Callable[[int], None] | None = None
+    ) -> ScoreTerms:
+        """Score checked inputs in chunks of `scoring.chunk_size` (`progress`: see `score_in_chunks`)."""
         noise = self.noise if noise is None else noise
-        return score_in_chunks(self.network, self.kind.batch(inputs), noise, self.manifest.scoring)
+        return score_in_chunks(self.network, self.kind.batch(inputs), noise, self.manifest.scoring, progress)
 
-    def score(self, inputs: Any) -> ScoreBatch:
-        """Scores, p-values and threshold decisions for checked inputs."""
+    def score(self, inputs: Any, progress: Callable[[int], None] | None = None) -> ScoreBatch:
+        """Scores, p-values and threshold decisions for checked inputs; `progress(n)` after each
+        chunk of n inputs (a progress bar's `update`)."""
         thresholds = self.thresholds  # one snapshot for the whole batch
-        terms = self.terms(inputs)
+        terms = self.terms(inputs, progress=progress)
         return ScoreBatch(
             terms=terms,
             p_value=p_values(thresholds.calibration, terms.score),

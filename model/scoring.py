@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from model.thresholds import ThresholdSet
 
-ScoreMethod = Literal["elbo", "iwae", "reconstruction"]
+ScoreMethod = Literal["elbo", "iwae", "reconstruction", "joint"]
 
 
 class ScoringConfig(BaseModel):
@@ -97,15 +97,22 @@ class Sliceable(Protocol):
 
 
 def score_in_chunks(
-    network: ScoringNetwork, batch: Sliceable, noise: torch.Tensor, scoring: ScoringConfig
+    network: ScoringNetwork,
+    batch: Sliceable,
+    noise: torch.Tensor,
+    scoring: ScoringConfig,
+    progress: Callable[[int], None] | None = None,
 ) -> ScoreTerms:
     """The family's `score` over chunks of `scoring.chunk_size` inputs moved to the noise's device,
-    so memory stays bounded whatever the batch size."""
+    so memory stays bounded whatever the batch size. `progress(n)` is called after each chunk with
+    the inputs it held (a command line's progress bar); the scores do not depend on it."""
+    parts = []
     with torch.inference_mode():
-        parts = [
-            network.score(batch.slice(start, start + scoring.chunk_size).to(noise.device), noise, scoring.method)
-            for start in range(0, max(len(batch), 1), scoring.chunk_size)  # one (empty) chunk for no inputs
-        ]
+        for start in range(0, max(len(batch), 1), scoring.chunk_size):  # one (empty) chunk for no inputs
+            chunk = batch.slice(start, start + scoring.chunk_size)
+            parts.append(network.score(chunk.to(noise.device), noise, scoring.method))
+            if progress is not None:
+                progress(len(chunk))
     return concat_terms(parts)
 
 

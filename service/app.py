@@ -25,6 +25,7 @@ from model import __version__
 from model.detector import Detector
 from model.kinds.base import envelope_schema
 from service.batching import MicroBatcher
+from service.docs import install_offline_docs
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimitMiddleware
 from service.logs import AccessLogMiddleware
@@ -232,7 +233,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Anomaly scores from a variational autoencoder trained on normal data.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load Swagger UI / ReDoc from a CDN: see service/docs.py
+        redoc_url=None,
     )
+    install_offline_docs(app)
     app.state.service = state
     app.state.reloader = reloader = Reloader(state)
     install_error_handlers(app)

@@ -12,6 +12,7 @@ import contextvars
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -82,10 +83,22 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+def resolve_log_format(log_format: str, stream: Any = None) -> str:
+    """"auto" → "text" when `stream` (default stderr) is a terminal, where a person reads it, else
+    "json" (containers, files, log shippers); "json" and "text" stay as they are."""
+    if log_format != "auto":
+        return log_format
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
 def logging_config(log_format: str, level: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` for `serve`, handed to uvicorn, which applies it in the
     supervisor and in each worker. uvicorn's own access log is switched off (`serve` passes
-    `access_log=False`); ours comes from `AccessLogMiddleware`."""
+    `access_log=False`); ours comes from `AccessLogMiddleware`. `log_format` "auto" is resolved
+    against stderr here, once, so the workers (which inherit stderr) log like the supervisor."""
+    log_format = resolve_log_format(log_format)
     formatter = {"()": f"{__name__}.{JsonFormatter.__name__ if log_format == 'json' else TextFormatter.__name__}"}
     return {
         "version": 1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import secrets
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from model.detector import Detector, Interpolation, interpolation_count_message
 from model.kinds import KINDS
 from model.kinds.base import RequestBody, RequestIds
-from model.thresholds import THRESHOLD_NAME, ThresholdSet
+from model.thresholds import THRESHOLD_NAME, ThresholdSet, fpr_guaranteed
 from service.batching import check_inputs, input_limits, score_body
 from service.errors import ApiError
 from service.schemas import (
@@ -33,6 +35,7 @@ from service.state import ServiceState, get_state
 from service.threshold_file import ThresholdFileError, artifact_thresholds, write_through
 
 router = APIRouter()
+logger = logging.getLogger(__name__)
 Body = TypeVar("Body", bound=BaseModel)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -356,7 +359,33 @@ async def put_threshold(name: str, request: Request, state: ServiceState = Depen
             assert body.target_fpr is not None
             updated = current.with_target(name, body.target_fpr)
         state.replace_thresholds(updated)
-    return _json({**_thresholds_payload(updated), "applies_to": _applies_to(state)})
+    payload = {**_thresholds_payload(updated), "applies_to": _applies_to(state)}
+    warnings = same_value_warnings(updated, name) if body.target_fpr is not None else []
+    for warning in warnings:
+        logger.warning("PUT /thresholds/%s: %s", name, warning)
+    if warnings:
+        payload["warnings"] = warnings
+    return _json(payload)
+
+
+def same_value_warnings(thresholds: ThresholdSet, name: str) -> list[str]:
+    """Say when threshold `name`'s target FPR landed on the value of another threshold: both then
+    flag exactly the same records, usually because the calibration set is too small to tell the
+    two rates apart (a target below 1/(n+1) maps to the largest calibration score)."""
+    mine = thresholds.thresholds[name]
+    n = thresholds.calibration.size
+    warnings = []
+    for other, threshold in thresholds.thresholds.items():
+        if other != name and threshold.value == mine.value:
+            text = f"target_fpr {mine.target_fpr} maps to score {mine.value:.6g}, the value of threshold {other!r}"
+            if threshold.target_fpr is not None:
+                text += f" (target_fpr {threshold.target_fpr})"
+            text += "; both flag the same records"
+            if mine.target_fpr is not None and not fpr_guaranteed(n, mine.target_fpr):
+                needed = math.ceil(1 / mine.target_fpr - 1)
+                text += f": {n} calibration scores cannot resolve it (at least {needed} are needed)"
+            warnings.append(text)
+    return warnings
 
 
 def _write_through(path: Path, detector: Detector, change: dict[str, Any]) -> ThresholdSet:

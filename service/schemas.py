@@ -172,6 +172,9 @@ class ThresholdsResponse(BaseModel):
         default=None,
         description="after a change: 'this worker only', or every worker and replica reading the thresholds file",
     )
+    warnings: list[str] | None = Field(
+        default=None, description="PUT by target_fpr: the new value equals another threshold's (same records flagged)"
+    )
 
 
 class ErrorItem(BaseModel):

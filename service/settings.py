@@ -59,7 +59,10 @@ class Settings(BaseSettings):
         description="how long uvicorn's supervisor waits for a worker to answer or, on SIGHUP, to become ready; "
         "uvicorn's own 5 s kills workers still importing torch on a busy machine",
     )
-    log_format: Literal["json", "text"] = Field(default="json", description="one JSON object per line, or plain text")
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto",
+        description="one JSON object per line, or plain text; auto: text when stderr is a terminal, else JSON",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_payloads: bool = Field(default=False, description="add request bodies (truncated) to the access log")
     drain_seconds: float = Field(

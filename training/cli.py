@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
 import secrets
 import shlex
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,18 +29,18 @@ from model.kinds.tabular.kind import TabularKind
 from model.kinds.tabular.schema import Schema, read_schema
 from model.scoring import ScoreBatch
 from model.thresholds import DEFAULT_TARGETS
-from training.data import DataError, anomaly_labels, normal_mask, read_table, suspicious_columns
+from training.data import DataError, anomaly_labels, holdout_rows, normal_mask, read_table, suspicious_columns
 from training.encode_cli import add_encode_parser, encode_command
 from training.evaluate import detection_metrics, model_metrics, write_report
 from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
 from training.image_data import is_image_source
 from training.image_trainer import IMAGE_DEFAULTS, image_train_config
 from training.latent_report import write_latent_section
-from training.output import check_out_path, write_results
+from training.output import check_out_path, progress_bar, write_results
 from training.sequence import sequence_train_config
 from training.sequence_cli import score_sequences_file, train_sequences
 from training.tabular import fit_detector
-from training.trainer import OptionsError, TrainConfig, training_report
+from training.trainer import OptionsError, TrainConfig, family_option_names, refused_family_options, training_report
 
 logger = logging.getLogger("vae_anomaly")
 
@@ -60,9 +63,49 @@ def _columns_arg(text: str) -> list[str]:
     return names
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to an option's help when it has a real default the text does not
+    already state (argparse's ArgumentDefaultsHelpFormatter also prints None and False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and not (default is None or default is False or default == [] or default is argparse.SUPPRESS)
+            and "default" not in text
+            and not isinstance(action, argparse._VersionAction | argparse._HelpAction)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def package_version() -> str:
+    """The installed distribution's version (the source tree's pyproject when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vae-anomaly")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _fraction_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vae-anomaly", description="VAE anomaly detection: train, score, serve.")
+    parser = argparse.ArgumentParser(
+        prog="vae-anomaly", description="VAE anomaly detection: train, score, serve.", formatter_class=HelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     defaults = TrainConfig()
@@ -122,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--beta", type=float, default=None, help="beta-vae: weight of the KL term (default 4)")
     train.add_argument("--kl-warmup-epochs", type=int, default=None, help="VAE families: default 10")
     train.add_argument(
+        "--score-method",
+        choices=("elbo", "iwae", "reconstruction", "joint"),
+        default=None,
+        help="the score behind thresholds (default: the family's; see README, Families)",
+    )
+    train.add_argument("--iwae-samples", type=int, default=None, help="iwae: importance samples per row (default 5)")
+    train.add_argument(
+        "--noise", type=float, default=None, help="dae: masking share or Gaussian noise std (default 0.2)"
+    )
+    train.add_argument("--noise-type", choices=("masking", "gaussian"), default=None, help="dae: default masking")
+    train.add_argument("--sparsity", type=float, default=None, help="sparse-ae: weight of the L1 code penalty (1e-2)")
+    train.add_argument("--top-latent-dim", type=int, default=None, help="hvae: size of z2 (default latent-dim / 2)")
+    train.add_argument(
+        "--adversarial-weight", type=float, default=None, help="aae: weight of the discriminator loss (default 1)"
+    )
+    train.add_argument(
         "--condition-columns",
         type=_columns_arg,
         default=None,
@@ -152,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--active-threshold", default="warn", help="the threshold behind is_anomaly")
     train.add_argument("--model-version", help="version string reported by the service (default: UTC timestamp)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--holdout",
+        type=_fraction_arg,
+        metavar="FRACTION",
+        help="tables and images: leave the last FRACTION of the file out of training, for `evaluate --holdout`",
+    )
     train.add_argument(
         "--stream",
         action="store_true",
@@ -197,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--normal-value", help="label of normal rows or images (default 0)")
     evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
+    evaluate.add_argument(
+        "--holdout",
+        type=_fraction_arg,
+        metavar="FRACTION",
+        help="evaluate only the last FRACTION of the file: the rows `train --holdout FRACTION` left out",
+    )
     evaluate.add_argument("--device", default="auto")
 
     add_encode_parser(commands)
@@ -207,10 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=None, help="worker processes (default: VAE_ANOMALY_WORKERS or 1)")
     serve.add_argument("--device", default=None, help="auto, cpu or cuda (default: VAE_ANOMALY_DEVICE or auto)")
+    serve.add_argument(
+        "--log-format",
+        choices=("auto", "json", "text"),
+        default=None,
+        help="default: VAE_ANOMALY_LOG_FORMAT or auto (text on a terminal, JSON lines otherwise)",
+    )
 
     demo = commands.add_parser("demo", help="generate demo data, train, evaluate and serve")
     demo.add_argument("--dir", type=Path, default=Path("."), help="where data/ and models/ go")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"default: {DEMO_PORT}, or the next free port when that one is taken (printed)",
+    )
     demo.add_argument("--epochs", type=int, default=None, help="default: as for train")
     demo.add_argument("--no-serve", action="store_true", help="stop after training (for tests)")
     demo.add_argument(
@@ -219,7 +301,25 @@ def build_parser() -> argparse.ArgumentParser:
         default="tabular",
         help="image: 8×8 digits, one digit as normal; sequence: a generated pump's sensor stream",
     )
+    for subparser in commands.choices.values():
+        subparser.formatter_class = HelpFormatter
+    for subparser in commands.choices.values():
+        for action in subparser._actions:
+            if action.help is None:
+                action.help = OPTION_HELP.get(action.dest, "")
     return parser
+
+
+OPTION_HELP = {
+    "learning_rate": "Adam learning rate",
+    "seed": "random seed: the same flags and seed give the same model on CPU",
+    "device": "auto (CUDA when available), cpu or cuda",
+    "host": "address to listen on (0.0.0.0: every interface)",
+    "port": "TCP port",
+    "model_dir": "a model directory written by `vae-anomaly train` (manifest.json + weights.safetensors)",
+    "data": "a data file or folder in the form the model was trained on",
+}
+"""Help for options defined without any, so `--help` explains every option."""
 
 
 def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
@@ -230,11 +330,23 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         "beta": args.beta,
         "kl_warmup_epochs": args.kl_warmup_epochs,
         "feature_dropout": args.feature_dropout,
+        "iwae_samples": args.iwae_samples,
+        "noise": args.noise,
+        "noise_type": args.noise_type,
+        "sparsity": args.sparsity,
+        "top_latent_dim": args.top_latent_dim,
+        "adversarial_weight": args.adversarial_weight,
         "likelihood": args.likelihood,
+        "score_method": args.score_method,
         "condition_columns": args.condition_columns,
     }
+    given = {name: value for name, value in optional.items() if value is not None}
+    family_flags = set().union(*family_option_names().values())
+    refusal = refused_family_options(args.family, family_flags & set(given), lambda name: "--" + name.replace("_", "-"))
+    if refusal:
+        raise OptionsError(refusal)
     fields = dict(
-        **{name: value for name, value in optional.items() if value is not None},
+        **given,
         family=args.family,
         batch_size=args.batch_size,
         latent_dim=args.latent_dim,
@@ -257,12 +369,16 @@ def train_command(args: argparse.Namespace) -> int:
     config = _train_config(args, kind)
     if kind == "image":
         return train_images(args, config)
+    if args.holdout and (kind == "sequence" or args.stream):
+        raise OptionsError("--holdout is for tables and images read whole (not --stream, not sequences)")
     if kind == "sequence":
         return train_sequences(args, config)
     overrides = read_schema(args.schema) if args.schema else None
     if args.stream:
         return _train_stream(args, config, overrides)
     table = read_table(args.data, args.label_column, args.exclude_columns, overrides, id_column=args.id_column)
+    if args.holdout:
+        table = table.rows(holdout_rows(len(table), args.holdout, held_out=False))
     for name, reason in suspicious_columns(table.columns).items():
         logger.warning(
             "column %r looks like a label or an id (%s) and will be learned as a feature; if it is not one, "
@@ -313,6 +429,8 @@ def _tabular(detector: Detector) -> TabularKind:
 def _load_scoring_input(detector: Detector, args: argparse.Namespace, label_column: str | None = None):
     kind = _tabular(detector)
     table = read_table(args.data, label_column, schema=kind.schema, id_column=getattr(args, "id_column", None))
+    if getattr(args, "holdout", None):
+        table = table.rows(holdout_rows(len(table), args.holdout, held_out=True))
     return detector, table, kind.columns_from_table(table.columns)
 
 
@@ -338,7 +456,8 @@ def score_command(args: argparse.Namespace) -> int:
     if args.engine == "dask" or args.batch_rows or (args.out is not None and args.out.suffix.lower() == ".parquet"):
         return _score_in_batches(args, loaded)
     detector, table, columns = _load_scoring_input(loaded, args)
-    results = detector.score_results(columns, explain=args.explain)
+    with progress_bar(detector.kind.count(columns), "row") as update:
+        results = detector.results(detector.score(columns, update), args.explain)
     if table.ids is not None:
         results = [{"id": id_, **result} for id_, result in zip(table.ids, results, strict=True)]
     write_results(args.out, results, _flat_row, "row")
@@ -377,7 +496,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if table.labels is None:
         raise DataError(f"{args.data}: no labels found; pass --label-column")
     labels = anomaly_labels(table.labels, args.normal_value)
-    scored: ScoreBatch = detector.score(columns)
+    with progress_bar(detector.kind.count(columns), "row") as update:
+        scored: ScoreBatch = detector.score(columns, update)
     metrics, thresholds = model_metrics(detector, scored.terms.score, labels)
     if args.report:
         title = f"vae-anomaly model {detector.manifest.model_id} on {args.data.name}"
@@ -393,12 +513,35 @@ def serve_command(args: argparse.Namespace) -> int:
     import importlib
 
     server = importlib.import_module("service.server")
+    if getattr(args, "log_format", None):  # the workers read their settings from the environment
+        os.environ["VAE_ANOMALY_LOG_FORMAT"] = args.log_format
     return server.serve(args.model_dir, args.host, args.port, args.workers, args.device)
+
+
+DEMO_PORT = 8000
+
+
+def next_free_port(host: str, start: int, attempts: int = 100) -> int:
+    """The first port from `start` on that nothing listens on at `host` (so a second demo does not
+    clash with a running `make demo`); raises `DataError` when `attempts` ports in a row are taken."""
+    for port in range(start, min(start + attempts, 65536)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise DataError(f"no free port in {start}..{start + attempts - 1} on {host}; pass --port")
 
 
 def demo_command(args: argparse.Namespace) -> int:
     def train(argv: list[str]) -> int:
         return train_command(build_parser().parse_args(["train", *argv]))
+
+    if args.port is None:
+        args.port = next_free_port("127.0.0.1", DEMO_PORT)
+        if args.port != DEMO_PORT:
+            print(f"port {DEMO_PORT} is in use (another demo or server?): this demo serves on port {args.port}")
 
     if args.kind == "image":
         return demo_image(args, train, serve_command)
@@ -482,8 +625,22 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, DataError, OptionsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vae-anomaly score ... | head`: the reader is gone; stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     finally:
         _leave_process_group()
+
+
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise BrokenPipeError
+    again (the recipe of Python's `signal` documentation)."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _leave_process_group() -> None:

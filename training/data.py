@@ -38,6 +38,22 @@ class Table:
     def take(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         return {name: values[rows] for name, values in self.columns.items()}
 
+    def rows(self, part: slice) -> Table:
+        """The rows in `part` (see `holdout_rows`), with their labels and ids."""
+        return Table(
+            columns={name: values[part] for name, values in self.columns.items()},
+            labels=None if self.labels is None else self.labels[part],
+            ids=None if self.ids is None else self.ids[part],
+        )
+
+
+def holdout_rows(n: int, fraction: float, held_out: bool) -> slice:
+    """`train --holdout F` trains on the first n - ⌈F·n⌉ rows (held_out False); `evaluate --holdout F`
+    scores the last ⌈F·n⌉ (held_out True). File order, no shuffle: the two commands agree on the
+    split without sharing a seed, and the evaluation rows never reached training."""
+    cut = n - int(np.ceil(fraction * n))
+    return slice(cut, n) if held_out else slice(0, cut)
+
 
 def _frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """DataFrame → numpy columns: numeric dtypes as float64 or int, everything else as object with None."""

@@ -19,12 +19,12 @@ from model.detector import Detector
 from model.families import FAMILIES
 from model.kinds.image.images import ImageSpec, encode_png, images_from_array
 from model.kinds.image.kind import ImageKind
-from training.data import DataError, anomaly_labels, normal_mask
+from training.data import DataError, anomaly_labels, holdout_rows, normal_mask
 from training.evaluate import model_metrics, write_report
 from training.image_data import ImageSet, read_images
 from training.image_report import write_image_report
 from training.image_trainer import fit_image_detector
-from training.output import write_results
+from training.output import progress_bar, write_results
 from training.trainer import TrainConfig, training_report
 
 DEMO_NORMAL_DIGIT = 0
@@ -58,6 +58,8 @@ def _normal_images(images: ImageSet, normal_value: str | None) -> np.ndarray:
 def train_images(args: argparse.Namespace, config: TrainConfig) -> int:
     """Read an image set, keep the normal images, conform them to one geometry and train."""
     images = read_images(args.data, args.labels, args.resize)
+    if args.holdout:
+        images = images.rows(holdout_rows(len(images), args.holdout, held_out=False))
     condition, positions = None, None
     if FAMILIES[config.family].conditional:  # the label is the condition: every image is normal
         if images.labels is None:
@@ -117,7 +119,8 @@ def score_images_file(args: argparse.Namespace, detector: Detector) -> int:
     images = read_images(args.data, getattr(args, "labels", None))
     kind = _image_kind(detector)
     labels = images.labels if kind.condition_spec() is not None else None  # a conditional model's conditions
-    results = detector.results(detector.score(kind.inputs_from_array(images.pixels, labels)), args.explain)
+    with progress_bar(len(images), "image") as update:
+        results = detector.results(detector.score(kind.inputs_from_array(images.pixels, labels), update), args.explain)
     names = images.names
     results = [
         {"index": i, **({"file": names[i]} if names is not None else {}), **result} for i, result in enumerate(results)
@@ -129,6 +132,8 @@ def score_images_file(args: argparse.Namespace, detector: Detector) -> int:
 def evaluate_images(args: argparse.Namespace, detector: Detector) -> int:
     """Metrics on a labelled image set; with --report also the image panels."""
     images = read_images(args.data, getattr(args, "labels", None))
+    if getattr(args, "holdout", None):
+        images = images.rows(holdout_rows(len(images), args.holdout, held_out=True))
     if images.labels is None:
         raise DataError(f"{args.data}: no labels (an IDX labels file, y in the .npz, or sub-folders)")
     if _image_kind(detector).condition_spec() is not None:
@@ -138,7 +143,8 @@ def evaluate_images(args: argparse.Namespace, detector: Detector) -> int:
         )
     labels = anomaly_labels(images.labels, args.normal_value)
     inputs = _image_kind(detector).inputs_from_array(images.pixels)
-    scored = detector.score(inputs)
+    with progress_bar(len(images), "image") as update:
+        scored = detector.score(inputs, update)
     metrics, thresholds = model_metrics(detector, scored.terms.score, labels)
     if args.report:
         title = f"vae-anomaly image model {detector.manifest.model_id} on {Path(args.data).name}"

@@ -33,6 +33,14 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.pixels)
 
+    def rows(self, part: slice) -> ImageSet:
+        """The images in `part` (see `training.data.holdout_rows`), with their labels and names."""
+        return ImageSet(
+            self.pixels[part],
+            None if self.labels is None else self.labels[part],
+            None if self.names is None else self.names[part],
+        )
+
 
 def is_image_source(path: Path) -> bool:
     """A folder, an IDX file, or an .npz whose X has 3 or 4 dimensions."""

@@ -4,10 +4,13 @@ anomalous test images with reconstructions and heatmaps, samples, and the latent
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from model.detector import Detector
 from model.kinds.image.backbone import ImageDecoderOutput
@@ -19,6 +22,10 @@ from training.latent_report import write_latent_section
 
 EXTREMES = 8
 """Images shown at each end of the score ranking."""
+PANEL_MIN_WIDTH = 600
+"""Pixels: a panel of 8×8 images (62×82 px) is scaled up, nearest-neighbour, to at least this width."""
+HEADER_HEIGHT = 30
+EXTREMES_COLUMNS = ("input", "reconstr.", "heatmap") * 2
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -49,6 +56,22 @@ def extremes_panel(detector: Detector, inputs: ImageInputs, scored: ScoreBatch, 
     return image_grid(np.stack(tiles), columns=6, padding=2)
 
 
+def labelled_panel(grid: np.ndarray, columns: Sequence[str], title: str) -> Image.Image:
+    """A (C, H, W) grid of equal columns in [0, 1] → an RGB picture scaled up (nearest, whole
+    factor) to at least `PANEL_MIN_WIDTH` pixels, under a white header naming each column."""
+    rgb = (np.clip(_rgb(grid), 0.0, 1.0) * 255).round().astype(np.uint8).transpose(1, 2, 0)  # (H, W, 3)
+    factor = max(1, math.ceil(PANEL_MIN_WIDTH / rgb.shape[1]))
+    body = Image.fromarray(rgb).resize((rgb.shape[1] * factor, rgb.shape[0] * factor), Image.Resampling.NEAREST)
+    panel = Image.new("RGB", (body.width, body.height + HEADER_HEIGHT), "white")
+    panel.paste(body, (0, HEADER_HEIGHT))
+    draw = ImageDraw.Draw(panel)
+    draw.text((4, 2), title, fill="black")
+    width = body.width / len(columns)
+    for k, name in enumerate(columns):
+        draw.text((k * width + 4, HEADER_HEIGHT - 13), name, fill="black")
+    return panel
+
+
 def write_image_report(
     directory: Path, detector: Detector, inputs: ImageInputs, scored: ScoreBatch, raw_labels: np.ndarray
 ) -> list[Path]:
@@ -57,7 +80,9 @@ def write_image_report(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     extremes = directory / "extremes.png"
-    extremes.write_bytes(encode_png(extremes_panel(detector, inputs, scored)))
+    labelled_panel(extremes_panel(detector, inputs, scored), EXTREMES_COLUMNS, "most anomalous | least anomalous").save(
+        extremes
+    )
     written = [extremes]
     section = [
         "",

@@ -5,8 +5,9 @@ The suffix is checked before any work starts, so a wrong one fails in a second, 
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -16,6 +17,16 @@ from training.data import DataError
 OUT_SUFFIXES = (".jsonl", ".csv", ".parquet")
 
 Result = dict[str, object]
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, unit: str) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr for scoring `total` inputs; shown only when stderr is a terminal (tqdm's
+    `disable=None`), so pipes, files and CI logs stay clean. Yields its `update(n)`."""
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=unit, desc="scoring", file=sys.stderr, disable=None, leave=False) as bar:
+        yield bar.update
 
 
 def check_out_path(path: Path | None) -> None:

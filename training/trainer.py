@@ -57,6 +57,20 @@ def _owners(option: str, names: dict[str, set[str]]) -> str:
     return ", ".join(name for name, options in names.items() if option in options)
 
 
+def refused_family_options(family: str, options: Any, spell: Any = repr) -> str | None:
+    """Why `options` (names) cannot go to `family`, naming the families they belong to; None when
+    all are its own. `spell` writes an option's name (the CLI passes one that gives its flag)."""
+    wrong = sorted(set(options) - FAMILIES[family].option_names())
+    if not wrong:
+        return None
+    families = family_option_names()
+    return "; ".join(
+        f"{spell(option)} is not an option of family {family!r}"
+        + (f" (it is of {_owners(option, families)})" if _owners(option, families) else "")
+        for option in wrong
+    )
+
+
 class TrainConfig(BaseModel):
     """Every knob of a training run; the resolved values go into the manifest.
 
@@ -106,16 +120,9 @@ class TrainConfig(BaseModel):
     def _known_family(self) -> TrainConfig:
         if self.family not in FAMILIES:
             raise ValueError(f"unknown family {self.family!r}; known: {', '.join(FAMILIES)}")
-        wrong = sorted(set(self.family_options) - FAMILIES[self.family].option_names())
-        if wrong:
-            families = family_option_names()
-            raise OptionsError(
-                "; ".join(
-                    f"{option!r} is not an option of family {self.family!r}"
-                    + (f" (it is of {_owners(option, families)})" if _owners(option, families) else "")
-                    for option in wrong
-                )
-            )
+        refusal = refused_family_options(self.family, self.family_options)
+        if refusal:
+            raise OptionsError(refusal)
         return self
 
     def kind_options_for(self, kind: str) -> BaseModel:
@@ -137,7 +144,10 @@ class TrainConfig(BaseModel):
         try:
             return FAMILIES[self.family].config_model.model_validate({**self.family_options, "latent_dim": latent_dim})
         except ValidationError as exc:
-            raise OptionsError(f"family {self.family!r}: {exc}") from exc
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'options'}: {error['msg']}" for error in exc.errors()
+            )
+            raise OptionsError(f"family {self.family!r}: {problems}") from exc
 
 
 VARIANCE_LR_FACTOR = 10.0
@@ -430,7 +440,7 @@ def fit_rows(
     scoring = ScoringConfig(method=method, n_samples=config.score_samples, seed=config.seed)
     if chunk_size is not None:
         scoring = scoring.model_copy(update={"chunk_size": chunk_size})
-    noise = posterior_noise(scoring.n_samples, family_config.latent_dim, scoring.seed).to(device)
+    noise = posterior_noise(scoring.n_samples, network.latent_dim, scoring.seed).to(device)
     terms = score_in_chunks(network, calibration, noise, scoring)
     fields = calibrated_fields(terms.score, config, version, rows["calibration"])
     summary = training_summary(rows, run, device, config, started, world.size)

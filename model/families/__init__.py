@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from model.families.autoencoder import AAE, AE, DAE, SPARSE_AE
 from model.families.base import Family
 from model.families.cvae import CVAE
-from model.families.vae import BETA_VAE, VAE
+from model.families.hvae import HVAE
+from model.families.vae import BETA_VAE, IWAE, VAE
 
 FAMILIES: dict[str, Family] = {
     "vae": VAE,
     "beta-vae": BETA_VAE,
+    "ae": AE,
+    "dae": DAE,
+    "sparse-ae": SPARSE_AE,
+    "aae": AAE,
+    "iwae": IWAE,
+    "hvae": HVAE,
     "cvae": CVAE,
 }
 

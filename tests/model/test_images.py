@@ -200,3 +200,19 @@ def test_16_bit_png_is_scaled_from_65535():
     Image.fromarray(pixels).save(buffer, format="PNG")
     image = decode_base64_image(base64.b64encode(buffer.getvalue()).decode(), ("images", 0))
     np.testing.assert_allclose(image[0], pixels / 65535.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("value", "message", "kind"),
+    [
+        ([[0, 1], [None, 3]], "pixel [1, 0] is null; every pixel needs a number", "pixel_null"),
+        ([[[0, 1], [2, None]]], "pixel [0, 1, 1] is null; every pixel needs a number", "pixel_null"),
+        ([[0, {"v": 1}], [2, 3]], "pixel [0, 1] is {'v': 1}, not a number", "array_type"),
+    ],
+)
+def test_a_null_or_non_number_pixel_is_named_by_its_index(value: object, message: str, kind: str):
+    with pytest.raises(InputError) as excinfo:
+        array_image(value, ("arrays", 0))
+    assert issue_of(excinfo).msg == message
+    assert issue_of(excinfo).type == kind
+    assert issue_of(excinfo).loc == ("arrays", 0)

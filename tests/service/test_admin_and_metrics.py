@@ -189,3 +189,20 @@ def test_batch_observe_matches_observe_value_by_value():
     assert one_by_one.keys() == batched.keys()
     for key, value in one_by_one.items():
         assert batched[key] == pytest.approx(value, rel=1e-12), key  # the sum's order of additions differs
+
+
+def test_a_target_fpr_landing_on_another_thresholds_value_is_reported(client, caplog):
+    """The tiny model has 160 calibration scores: 0.001 (critical) and 0.0005 both map to the largest."""
+    critical = client.get("/thresholds").json()["thresholds"]["critical"]
+    with caplog.at_level("WARNING", logger="service.routes"):
+        response = client.put("/thresholds/pager", json={"target_fpr": 0.0005}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["thresholds"]["pager"]["value"] == critical["value"]
+    warning = next(w for w in body["warnings"] if "'critical'" in w)  # 'warn' (0.01) may land there too
+    assert "the value of threshold 'critical' (target_fpr 0.001); both flag the same records" in warning
+    assert "calibration scores cannot resolve it (at least 1999 are needed)" in warning
+    assert "pager" in caplog.text and "critical" in caplog.text
+    loose = client.put("/thresholds/loose", json={"target_fpr": 0.3}, headers=AUTH).json()
+    assert "warnings" not in loose
+    assert "warnings" not in client.put("/thresholds/manual", json={"value": critical["value"]}, headers=AUTH).json()

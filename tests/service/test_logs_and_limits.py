@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import re
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.logs import ACCESS_LOGGER, JsonFormatter, RequestIdFilter, TextFormatter, logging_config, request_id_var
+from service.logs import (
+    ACCESS_LOGGER,
+    JsonFormatter,
+    RequestIdFilter,
+    TextFormatter,
+    logging_config,
+    request_id_var,
+    resolve_log_format,
+)
+from service.settings import Settings
 from tests.conftest import API_TOKEN
 from tests.service.test_admin_and_metrics import samples, value
 
@@ -98,6 +110,34 @@ def test_logging_config_silences_uvicorn_access_log(log_format):
     assert config["loggers"]["uvicorn.access"] == {"handlers": [], "propagate": False}
     formatter = config["formatters"]["default"]["()"]
     assert formatter.endswith("JsonFormatter" if log_format == "json" else "TextFormatter")
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize(("tty", "expected"), [(True, "TextFormatter"), (False, "JsonFormatter")])
+def test_auto_log_format_is_text_on_a_terminal_and_json_otherwise(monkeypatch, tty: bool, expected: str):
+    assert Settings.model_fields["log_format"].default == "auto"
+    monkeypatch.setattr(sys, "stderr", _Stream(tty))
+    assert logging_config("auto", "info")["formatters"]["default"]["()"].endswith(expected)
+    assert resolve_log_format("json", _Stream(True)) == "json"  # a choice is kept, terminal or not
+    assert resolve_log_format("text", _Stream(False)) == "text"
+
+
+def test_serve_log_format_reaches_the_workers_settings(monkeypatch, tmp_path):
+    import service.server
+    from training.cli import main
+
+    monkeypatch.setenv("VAE_ANOMALY_LOG_FORMAT", "json")  # restored after the test
+    monkeypatch.setattr(service.server, "serve", lambda *args: 0)
+    assert main(["serve", str(tmp_path), "--log-format", "text"]) == 0
+    assert os.environ["VAE_ANOMALY_LOG_FORMAT"] == "text"
 
 
 @pytest.fixture

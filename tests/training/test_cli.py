@@ -3,6 +3,7 @@ with an "error:" line on stderr."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -357,3 +358,103 @@ def test_train_warns_about_label_and_id_like_columns_and_drop_columns_removes_th
     assert code == 0, err
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
     assert Detector.load(tmp_path / "m2", "cpu").kind.schema.names == ["a", "b", "items", "color", "flag"]
+
+
+def test_score_into_a_closed_pipe_exits_quietly(csv_model: tuple[Path, str], labelled_csv: Path, tmp_path: Path):
+    """`vae-anomaly score ... | head -1`: no BrokenPipeError traceback, exit status 141 (SIGPIPE)."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.csv"
+    frame = pd.read_csv(labelled_csv)
+    pd.concat([frame] * 12, ignore_index=True).to_csv(big, index=False)  # ~4,000 rows, > a pipe's buffer
+    argv = [sys.executable, "-m", "training.cli", "score", str(csv_model[0]), str(big), "--device", "cpu"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["score"] > 0
+    process.stdout.close()  # what `head` does after its line
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, stderr
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+def test_demo_moves_to_the_next_free_port_and_prints_it(tmp_path: Path, monkeypatch, capsys):
+    import socket
+
+    import training.cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert training.cli.next_free_port("127.0.0.1", port) > port
+        monkeypatch.setattr(training.cli, "DEMO_PORT", port)
+        served: list[int] = []  # the image demo itself (training, curls, serving) reads args.port
+        monkeypatch.setattr(training.cli, "demo_image", lambda args, train, serve: served.append(args.port) or 0)
+        assert main(["demo", "--kind", "image", "--dir", str(tmp_path), "--no-serve"]) == 0
+        assert main(["demo", "--kind", "image", "--dir", str(tmp_path), "--no-serve", "--port", str(port)]) == 0
+    out = capsys.readouterr().out
+    assert f"port {port} is in use (another demo or server?): this demo serves on port {served[0]}" in out
+    assert served[0] > port
+    assert served[1] == port  # an explicit --port is used as given
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_score_and_evaluate_show_progress_on_a_terminal_only(
+    csv_model: tuple[Path, str], labelled_csv: Path, tmp_path: Path, monkeypatch
+):
+    model = str(csv_model[0])
+    scores = str(tmp_path / "scores.jsonl")
+    commands = [
+        ["score", model, str(labelled_csv), "--out", scores, "--device", "cpu"],
+        ["evaluate", model, str(labelled_csv), "--label-column", "label", "--device", "cpu"],
+    ]
+    for command in commands:
+        terminal = _Terminal()
+        monkeypatch.setattr("sys.stderr", terminal)
+        assert main(command) == 0
+        assert "scoring:" in terminal.getvalue() and "/330 [" in terminal.getvalue(), terminal.getvalue()
+    monkeypatch.undo()
+    code, _, err = _run(commands[0])  # stderr is not a terminal: no bar
+    assert code == 0 and "scoring" not in err
+
+
+def test_version_and_every_option_has_help_with_its_default(capsys):
+    from importlib.metadata import version
+
+    from training.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vae-anomaly {version('vae-anomaly')}"
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, subparser in commands.choices.items():
+        for action in subparser._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest}: no help text"
+    train_help = commands.choices["train"].format_help()
+    assert "(default: 0)" in " ".join(train_help.split("--seed SEED")[-1].split()[:16])  # in the options list
+    assert "(default: 0.003)" in train_help
+
+
+def test_train_and_evaluate_holdout_split_the_file_without_overlap(labelled_csv: Path, tmp_path: Path):
+    frame = pd.read_csv(labelled_csv)
+    n_train_part = len(frame) - int(np.ceil(0.3 * len(frame)))  # 231 of 330
+    normals_in_train_part = int((frame["label"][:n_train_part] == 0).sum())
+    argv = ["train", labelled_csv, "--out", tmp_path / "m", "--label-column", "label", "--holdout", "0.3"]
+    code, out, err = _run([*argv, *TRAIN, "--epochs", "2"])
+    assert code == 0, err
+    rows = Detector.load(tmp_path / "m", "cpu").manifest.training["rows"]
+    assert sum(rows[part] for part in ("train", "validation", "calibration")) == normals_in_train_part
+    code, out, err = _run(["evaluate", tmp_path / "m", labelled_csv, "--label-column", "label", "--holdout", "0.3"])
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert metrics["rows"] == len(frame) - n_train_part
+    assert metrics["anomalies"] == int(frame["label"][n_train_part:].sum())
+    with pytest.raises(SystemExit):  # a usage error
+        _run(["evaluate", tmp_path / "m", labelled_csv, "--label-column", "label", "--holdout", "1.5"])

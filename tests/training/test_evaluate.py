@@ -60,3 +60,26 @@ def test_write_report_without_both_classes(tmp_path: Path):
     assert [p.name for p in paths] == ["histogram.png", "report.md"]
     text = (tmp_path / "report.md").read_text()
     assert "AUROC/AUPRC: need both classes." in text and "roc.png" not in text
+
+
+def test_report_histogram_reads_with_a_heavy_tail_and_marks_each_threshold():
+    """Issue 14 item 9: normals in 5..40 nats and anomalies to 35,000 put every normal score in one
+    bar of a linear axis, with both threshold lines on top of each other."""
+    from training.evaluate import histogram_figure
+
+    rng = np.random.default_rng(0)
+    normal = rng.gamma(4.0, 4.0, 3000)
+    anomalies = rng.uniform(40, 35_000, 90)
+    scores = np.r_[normal, anomalies]
+    labels = np.r_[np.zeros(3000, dtype=int), np.ones(90, dtype=int)]
+    thresholds = {"warn": float(np.quantile(normal, 0.99)), "critical": float(np.quantile(normal, 0.999))}
+    figure = histogram_figure(scores, labels, thresholds, "t")
+    axes = figure.axes[0]
+    assert axes.get_xscale() == "asinh"
+    normal_bars = [p for p in axes.containers[0] if p.get_height() > 0]
+    assert len(normal_bars) >= 15, "normal scores spread over many bars"
+    marks = [text.get_text() for text in axes.texts]
+    assert marks == [f"warn\n{thresholds['warn']:.4g}", f"critical\n{thresholds['critical']:.4g}"]
+    # the two lines are apart on screen, not drawn over each other
+    lines = [axes.transData.transform((line.get_xdata()[0], 0))[0] for line in axes.lines]
+    assert abs(lines[0] - lines[1]) > 5

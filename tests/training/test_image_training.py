@@ -178,3 +178,48 @@ def test_image_score_results_carry_file_and_index_and_csv_has_the_scalars(
     assert main(["score", str(tiny_image_model_dir), str(npz), "--device", "cpu"]) == 0
     results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["index"] for r in results] == [0, 1] and "file" not in results[0]
+
+
+def test_feature_dropout_is_applied_to_image_models():
+    """Issue 14 item 7: --feature-dropout once left image weights identical while the manifest said 0.3."""
+    from training.image_trainer import fit_image_detector, image_train_config
+
+    pixels = make_bar_images(120)[:, None].astype(np.float32) / 255.0
+    spec = ImageSpec(height=8, width=8, channels=1, resize=False)
+    weights = []
+    for rate in (0.0, 0.3):
+        config = image_train_config(epochs=2, feature_dropout=rate, device="cpu", seed=0, latent_dim=2)
+        detector = fit_image_detector(pixels, spec, config, progress=False).detector
+        assert detector.manifest.family_config.model_dump()["feature_dropout"] == rate
+        weights.append(torch.cat([p.detach().flatten() for p in detector.network.parameters()]))
+    assert not torch.equal(weights[0], weights[1])
+
+
+def test_image_evaluate_holdout_scores_only_the_images_training_left_out(tmp_path: Path, capsys):
+    images = np.concatenate([make_bar_images(120), horizontal_bars(40)])
+    labels = np.array([0] * 120 + [1] * 40)
+    order = np.random.default_rng(0).permutation(len(images))
+    data = tmp_path / "bars.npz"
+    np.savez(data, X=images[order], y=labels[order])
+    model = tmp_path / "model"
+    argv = ["train", str(data), "--out", str(model), "--epochs", "1", "--quiet", "--holdout", "0.25"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(data), "--holdout", "0.25", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["rows"] == 40 and metrics["anomalies"] == int(labels[order][120:].sum())
+    trained = load(model).manifest.training["rows"]
+    used = sum(trained[part] for part in ("train", "validation", "calibration"))
+    assert used == int((labels[order][:120] == 0).sum())
+
+
+def test_image_report_panel_is_scaled_up_and_labelled():
+    """Issue 14 item 9: the extremes panel was 62×82 px with no labels."""
+    from training.image_report import EXTREMES_COLUMNS, HEADER_HEIGHT, PANEL_MIN_WIDTH, labelled_panel
+
+    grid = np.full((1, 82, 62), 0.5, dtype=np.float32)
+    panel = labelled_panel(grid, EXTREMES_COLUMNS, "most anomalous | least anomalous")
+    assert panel.width >= PANEL_MIN_WIDTH and panel.width % 62 == 0
+    assert panel.height == HEADER_HEIGHT + 82 * (panel.width // 62)
+    header = np.asarray(panel)[:HEADER_HEIGHT]
+    assert (header < 100).any(), "column names are drawn in the header"

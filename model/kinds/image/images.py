@@ -231,6 +231,8 @@ def array_image(value: object, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS) -
         pixels = np.asarray(value)
     except ValueError as exc:  # ragged
         raise _error(loc, f"rows of unequal length: {_first_line(exc)}", "array_shape") from exc
+    if pixels.dtype == object and pixels.ndim in (2, 3) and 0 not in pixels.shape:
+        _refuse_non_number(pixels, loc)
     if pixels.dtype == object or pixels.ndim not in (2, 3) or 0 in pixels.shape:
         raise _error(loc, f"expected H×W or C×H×W numbers, got an array of shape {pixels.shape}", "array_shape")
     if pixels.ndim == 3 and pixels.shape[0] not in (1, 3):
@@ -249,6 +251,18 @@ def array_image(value: object, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS) -
     if pixels.min() < 0 or pixels.max() > 1:
         raise _error(loc, "float pixels must lie in 0..1 (send 0..255 as integers)", "pixel_range")
     return as_chw(pixels.astype(np.float32))
+
+
+def _refuse_non_number(pixels: np.ndarray, loc: Loc) -> None:
+    """A rectangular array that numpy kept as objects holds a null or a non-number: name the first
+    one by its index ("pixel [3, 5] is null"), not by the array's shape."""
+    for index in np.ndindex(pixels.shape):
+        value = pixels[index]
+        where = ", ".join(str(i) for i in index)
+        if value is None:
+            raise _error(loc, f"pixel [{where}] is null; every pixel needs a number", "pixel_null")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _error(loc, f"pixel [{where}] is {value!r}, not a number", "array_type")
 
 
 def _first_line(exc: Exception) -> str:
