@@ -33,7 +33,8 @@ from sklearn.metrics import roc_auc_score
 from model.kinds.sequence.preprocessing import fit_scaling
 from model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
 from model.thresholds import sort_calibration, threshold_for_fpr
-from training.sequence_data import split_windows
+from training.sequence import calibration_stride_for
+from training.sequence_data import split_windows, time_split_bounds
 
 DEFAULT_DATA = Path("../shared/datasets/skab")
 FOLDERS = ("valve1", "valve2", "other")
@@ -223,14 +224,17 @@ def pooled_metrics(results: list[FileResult]) -> dict[str, float]:
 def markdown(summary: dict[str, dict[str, float]], per_file: dict[str, dict[str, float | None]], meta: dict) -> str:
     lines = [
         f"SKAB, {meta['files']} files, first {TRAIN_ROWS} rows train, rest test; window {meta['protocol']['window']}, "
-        f"target FPR {meta['protocol']['target_fpr']}; command: `{meta['command']}`",
+        f"target FPR {meta['protocol']['target_fpr']}; seeds {meta.get('seeds', [0])} (mean ± sd); "
+        f"variants {meta.get('variants') or 'none'}; command: `{meta['command']}`",
         "",
         "| detector | F1 | FAR % | MAR % | AUROC pooled | AUROC per file (mean) | train s/file | score s/file |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for method, m in summary.items():
         lines.append(
-            f"| {method} | {m['f1']:.3f} | {m['far']:.2f} | {m['mar']:.2f} | {m['auroc_pooled']:.3f} | "
+            f"| {method} | {m['f1']:.3f} ± {m.get('f1_sd', 0):.3f} | {m['far']:.2f} ± {m.get('far_sd', 0):.2f} | "
+            f"{m['mar']:.2f} ± {m.get('mar_sd', 0):.2f} | "
+            f"{m['auroc_pooled']:.3f} ± {m.get('auroc_pooled_sd', 0):.3f} | "
             f"{m['auroc_per_file_mean']:.3f} | {m['fit_seconds_per_file']:.2f} | {m['score_seconds_per_file']:.3f} |"
         )
     for name, f1, far, mar in SKAB_LEADERBOARD:
@@ -251,7 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=None, help="window of the references (default: the project's)")
     parser.add_argument("--set", dest="overrides", default="", help="project options, e.g. architecture=recurrent")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", help="several seeds: metrics are means (± sd) over them")
+    parser.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="NAME:OPTIONS",
+        help="another project detector beside the default, e.g. 'ae:family=ae' or 'old:level=absolute'",
+    )
     parser.add_argument("--out", type=Path, help="results JSON")
+    parser.add_argument("--combine", type=Path, nargs="+", metavar="JSON", help="only merge the --out files of runs")
     parser.add_argument("--markdown", type=Path, help="also write the Markdown table here")
     return parser
 
@@ -282,20 +296,115 @@ class ProjectFitted:
 
 def project_fitter(overrides: dict[str, Any], seed: int) -> tuple[Callable[[np.ndarray, list[str]], Fitted], Protocol_]:
     """The default `vae-anomaly train --kind sequence` (plus `--set` overrides), and the protocol
-    the references share with it: its window, and its calibration windows (stride = window)."""
+    the references share with it: its window, and its calibration windows (`calibration_stride_for`)."""
     from model.kinds.sequence.kind import SequenceOptions
 
     options = {"seed": seed, **overrides}
     kind_options = SequenceOptions.model_validate(
         {k: v for k, v in options.items() if k in SequenceOptions.model_fields}
     )
-    proto = Protocol_(
-        window=kind_options.window,
-        stride=kind_options.stride,
-        calibration_stride=kind_options.calibration_stride or kind_options.window,
-        target_fpr=0.01,
+    proto = Protocol_(window=kind_options.window, stride=kind_options.stride, target_fpr=0.01)
+    _, _, cal_pairs = time_split_bounds(
+        segment_bounds(None, TRAIN_ROWS), proto.validation_fraction, proto.calibration_fraction
+    )
+    proto.calibration_stride = kind_options.calibration_stride or calibration_stride_for(
+        cal_pairs, proto.window, proto.target_fpr
     )
     return (lambda values, sensors: ProjectFitted(values, sensors, options)), proto
+
+
+def mean_over_seeds(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over the seeds' pooled metrics, and `<metric>_sd` (population sd) for
+    F1, FAR, MAR and AUROC."""
+    out = {key: float(np.mean([m[key] for m in per_seed])) for key in per_seed[0]}
+    for key in ("f1", "far", "mar", "auroc_pooled", "auroc_per_file_mean"):
+        out[f"{key}_sd"] = float(np.std([m[key] for m in per_seed]))
+    out["seeds"] = len(per_seed)
+    return out
+
+
+def run_seed(
+    args: argparse.Namespace, files: list[Path], seed: int, variants: dict[str, str]
+) -> tuple[dict[str, list[FileResult]], Protocol_]:
+    """Every method (and project variant) on every file with one seed."""
+    project, proto = project_fitter(parse_overrides(args.overrides), seed)
+    if args.window:
+        proto.window = args.window
+    runners: dict[str, Callable[[np.ndarray, list[str]], Fitted]] = {"project": project}
+    for name, overrides in variants.items():
+        runners[name] = project_fitter({**parse_overrides(args.overrides), **parse_overrides(overrides)}, seed)[0]
+    for method in ("pca", "iforest"):
+        runners[method] = lambda values, sensors, m=method: reference(m, proto, seed).fit(values, sensors)
+    methods = [*args.methods, *variants]
+    results: dict[str, list[FileResult]] = {m: [] for m in methods}
+    for path in files:
+        for method in methods:
+            result = run_file(method, runners[method], path)
+            results[method].append(result)
+            print(
+                f"seed {seed} {result.file:10s} {method:8s} auroc {result.auroc or float('nan'):.3f} "
+                f"alarms {result.predicted.mean():.2f} anomalies {result.y.mean():.2f} "
+                f"fit {result.fit_seconds:.1f}s",
+                flush=True,
+            )
+    return results, proto
+
+
+def raw_result(result: FileResult) -> dict[str, Any]:
+    """A file's test labels, scores and alarms as JSON, so runs over parts of the files combine."""
+    return {
+        "file": result.file,
+        "y": result.y.tolist(),
+        "scores": [score if np.isfinite(score) else None for score in result.scores.tolist()],
+        "predicted": result.predicted.tolist(),
+        "fit_seconds": result.fit_seconds,
+        "score_seconds": result.score_seconds,
+    }
+
+
+def from_raw(method: str, row: dict[str, Any]) -> FileResult:
+    scores = np.array([-np.inf if v is None else v for v in row["scores"]], dtype=np.float64)
+    return FileResult(
+        method, row["file"], np.array(row["y"]), scores, np.array(row["predicted"]), row["fit_seconds"],
+        row["score_seconds"],
+    )  # fmt: skip
+
+
+def combine(paths: list[Path], markdown_path: Path | None) -> int:
+    """One table from runs side by side as separate processes (one seed, or some of the files,
+    each): per seed, the files of all runs are pooled as in one run, then averaged over seeds."""
+    runs = [json.loads(path.read_text()) for path in paths]
+    by_seed: dict[str, dict[str, list[FileResult]]] = {}
+    for run in runs:
+        for seed, methods in run["rows"].items():
+            for method, rows in methods.items():
+                by_seed.setdefault(seed, {}).setdefault(method, []).extend(from_raw(method, r) for r in rows)
+    methods = list(runs[0]["summary"])
+    order = {f"{p.parent.name}/{p.stem}": i for i, p in enumerate(skab_files(DEFAULT_DATA, None))}
+    per_seed = {m: [pooled_metrics(results[m]) for results in by_seed.values()] for m in methods}
+    summary = {m: mean_over_seeds(ms) for m, ms in per_seed.items()}
+    files = sorted({r.file for results in by_seed.values() for r in results[methods[0]]}, key=lambda f: order.get(f, 0))
+    per_file: dict[str, dict[str, float | None]] = {}
+    for file in files:
+        per_file[file] = {}
+        for m in methods:
+            values = [r.auroc for results in by_seed.values() for r in results[m] if r.file == file]
+            known = [v for v in values if v is not None]
+            per_file[file][m] = float(np.mean(known)) if known else None
+    meta = {
+        **runs[0]["meta"],
+        "files": len(files),
+        "seeds": sorted(int(seed) for seed in by_seed),
+        "command": "; ".join(run["meta"]["command"] for run in runs)
+        + "; python -m bench.sequences --combine "
+        + " ".join(str(p) for p in paths),
+    }
+    for method, m in summary.items():
+        print(f"{method:8s} F1 {m['f1']:.3f}±{m['f1_sd']:.3f} FAR {m['far']:.2f}±{m['far_sd']:.2f} "
+              f"MAR {m['mar']:.2f} AUROC {m['auroc_pooled']:.3f} per-file {m['auroc_per_file_mean']:.3f}")  # fmt: skip
+    if markdown_path:
+        markdown_path.write_text(markdown(summary, per_file, meta))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,41 +412,46 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.combine:
+        return combine(args.combine, args.markdown)
     files = skab_files(args.data, args.files)
-    project, proto = project_fitter(parse_overrides(args.overrides), args.seed)
-    if args.window:
-        proto.window = args.window
-    runners: dict[str, Callable[[np.ndarray, list[str]], Fitted]] = {"project": project}
-    for method in ("pca", "iforest"):
-        runners[method] = lambda values, sensors, m=method: reference(m, proto, args.seed).fit(values, sensors)
-    results: dict[str, list[FileResult]] = {m: [] for m in args.methods}
-    for path in files:
-        for method in args.methods:
-            result = run_file(method, runners[method], path)
-            results[method].append(result)
-            print(
-                f"{result.file:10s} {method:8s} auroc {result.auroc or float('nan'):.3f} "
-                f"alarms {result.predicted.mean():.2f} anomalies {result.y.mean():.2f} "
-                f"fit {result.fit_seconds:.1f}s",
-                flush=True,
-            )
-    summary = {method: pooled_metrics(rs) for method, rs in results.items()}
+    variants = dict(item.split(":", 1) for item in args.variants)
+    seeds = args.seeds if args.seeds else [args.seed]
+    per_seed: dict[str, list[dict[str, float]]] = {}
+    aurocs: dict[str, dict[str, list[float]]] = {}
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for seed in seeds:
+        results, proto = run_seed(args, files, seed, variants)
+        raw[str(seed)] = {method: [raw_result(r) for r in rs] for method, rs in results.items()}
+        for method, rs in results.items():
+            per_seed.setdefault(method, []).append(pooled_metrics(rs))
+            for r in rs:
+                if r.auroc is not None:
+                    aurocs.setdefault(r.file, {}).setdefault(method, []).append(r.auroc)
+    summary = {method: mean_over_seeds(ms) for method, ms in per_seed.items()}
     per_file = {
-        r.file: {m: next(x.auroc for x in results[m] if x.file == r.file) for m in results}
-        for r in results[args.methods[0]]
+        f"{p.parent.name}/{p.stem}": {
+            m: float(np.mean(v)) if (v := aurocs.get(f"{p.parent.name}/{p.stem}", {}).get(m)) else None for m in summary
+        }
+        for p in files
     }
     meta = {
         "files": len(files),
+        "seeds": seeds,
+        "variants": variants,
         "protocol": proto.__dict__,
         "command": "python -m bench.sequences " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     for method, m in summary.items():
         print(
-            f"{method:8s} F1 {m['f1']:.3f} FAR {m['far']:.2f} MAR {m['mar']:.2f} AUROC {m['auroc_pooled']:.3f} "
-            f"per-file {m['auroc_per_file_mean']:.3f} fit {m['fit_seconds_per_file']:.1f}s"
+            f"{method:8s} F1 {m['f1']:.3f}±{m['f1_sd']:.3f} FAR {m['far']:.2f}±{m['far_sd']:.2f} "
+            f"MAR {m['mar']:.2f} AUROC {m['auroc_pooled']:.3f} per-file {m['auroc_per_file_mean']:.3f} "
+            f"fit {m['fit_seconds_per_file']:.1f}s"
         )
     if args.out:
-        args.out.write_text(json.dumps({"meta": meta, "summary": summary, "per_file": per_file}, indent=2))
+        args.out.write_text(
+            json.dumps({"meta": meta, "summary": summary, "per_seed": per_seed, "per_file": per_file, "rows": raw})
+        )
     if args.markdown:
         args.markdown.write_text(markdown(summary, per_file, meta))
     return 0

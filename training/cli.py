@@ -125,10 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--time-column", help="sequence: the column that orders the rows")
     train.add_argument("--series-column", help="sequence: id of independent series (windows never cross one)")
-    train.add_argument("--window", type=int, help="sequence: time steps per window (default 30)")
+    train.add_argument("--window", type=int, help="sequence: time steps per window (default 15)")
     train.add_argument("--stride", type=int, help="sequence: steps between training windows (default 1)")
     train.add_argument(
         "--architecture", choices=("conv", "recurrent"), help="sequence: 1-D conv (default) or GRU/LSTM (VRAE)"
+    )
+    train.add_argument(
+        "--level",
+        choices=("auto", "absolute", "relative"),
+        help="sequence: sensors relative to each window's mean level (auto: the slow, drifting ones; default)",
+    )
+    train.add_argument(
+        "--sensor-likelihood", choices=("student_t", "gaussian"), help="sequence: per reading (default student_t)"
     )
     train.add_argument("--sep", help="CSV delimiter of a sequence file (default: sniffed)")
     train.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
@@ -357,7 +365,13 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         active_threshold=args.active_threshold,
     )
     if kind == "sequence":
-        sequence = {"window": args.window, "stride": args.stride, "architecture": args.architecture}
+        sequence = {
+            "window": args.window,
+            "stride": args.stride,
+            "architecture": args.architecture,
+            "level": args.level,
+            "sensor_likelihood": args.sensor_likelihood,
+        }
         return sequence_train_config(**fields, **{k: v for k, v in sequence.items() if v is not None})
     return image_train_config(**fields) if kind == "image" else TrainConfig(**fields)
 

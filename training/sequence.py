@@ -6,14 +6,17 @@ benchmark calls.
 Calibration and exchangeability: conformal thresholds and p-values assume a new normal window's
 score is exchangeable with the calibration scores. Overlapping windows share rows, so their scores
 are strongly dependent and the finite-sample guarantee no longer holds (the effective number of
-calibration scores is about the number of *disjoint* windows). The calibration windows are
-therefore cut with `calibration_stride` = the window by default (no shared row) from the last part
-of each series, after every training and validation row; the guarantee then rests on the stream
-being stationary, which drift (a rig warming up) breaks: documented in docs/BENCHMARKS.md.
+calibration scores is about the number of *disjoint* windows). The calibration windows come from
+the last part of each series, after every training and validation row, and overlap as little as
+the calibration rows allow: `calibration_stride_for` takes the largest stride up to the window that
+still gives enough windows to resolve the active threshold's target rate (stride = window, no
+shared row, when the rows suffice). The guarantee then rests on the stream being stationary, which
+drift (a rig warming up) breaks: documented in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -21,7 +24,7 @@ import numpy as np
 
 from model.kinds.sequence.backbone import SequenceBackboneConfig
 from model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKindConfig, SequenceOptions
-from model.kinds.sequence.preprocessing import disjoint_windows, fit_scaling, slow_sensors
+from model.kinds.sequence.preprocessing import consecutive_blocks, fit_scaling, slow_sensors
 from model.kinds.sequence.windows import segment_bounds
 from training.data import DataError
 from training.sequence_data import WindowSplit, pair_starts, split_windows, time_split_bounds
@@ -32,10 +35,30 @@ def _inputs(windows: np.ndarray) -> SequenceInputs:
     return SequenceInputs(windows, np.arange(len(windows), dtype=np.int64))
 
 
-def _slow_sensors(sensors: list[str], values: np.ndarray, train_pairs: np.ndarray, window: int) -> list[str]:
-    """`slow_sensors` over disjoint windows of the training rows of the longest series."""
+def _slow_sensors(sensors: list[str], values: np.ndarray, train_pairs: np.ndarray) -> list[str]:
+    """`slow_sensors` over consecutive blocks of the training rows of the longest series."""
     lo, hi = max(train_pairs.reshape(-1, 2).tolist(), key=lambda pair: pair[1] - pair[0])
-    return slow_sensors(sensors, disjoint_windows(values[lo:hi], window))
+    return slow_sensors(sensors, consecutive_blocks(values[lo:hi]))
+
+
+def calibration_stride_for(cal_pairs: np.ndarray, window: int, target_fpr: float) -> int:
+    """The default step between calibration windows: the largest stride <= `window` that still
+    cuts enough windows from the calibration rows for a conformal threshold at `target_fpr`
+    (ceil(1/a) - 1 windows: 99 for 0.01); 1 when even stride 1 gives fewer.
+
+    Disjoint windows (stride = window) keep the calibration scores exchangeable; but a threshold
+    from a handful of them is the largest of a handful, which a new normal window exceeds with
+    probability ~1/(n + 1) (a third for n = 2: SKAB's 80 calibration rows). Overlap is the smaller
+    harm: it makes neighbouring scores dependent, so the guarantee holds only approximately, with
+    an effective sample size nearer the number of disjoint windows.
+    """
+    needed = math.ceil(1.0 / target_fpr) - 1
+    lengths = [hi - lo for lo, hi in cal_pairs.reshape(-1, 2).tolist()]
+    for stride in range(window, 0, -1):
+        windows = sum(max(0, (n - window) // stride + 1) for n in lengths)
+        if windows >= needed:
+            return stride
+    return 1
 
 
 def fit_sequence_detector(
@@ -54,8 +77,9 @@ def fit_sequence_detector(
     options = _options(config)
     bounds = segment_bounds(None, len(values)) if bounds is None else bounds
     window = options.window
-    calibration_stride = options.calibration_stride or window
-    train_pairs, _, _ = time_split_bounds(bounds, config.validation_fraction, config.calibration_fraction)
+    train_pairs, _, cal_pairs = time_split_bounds(bounds, config.validation_fraction, config.calibration_fraction)
+    target = config.thresholds.get(config.active_threshold, 0.01)
+    calibration_stride = options.calibration_stride or calibration_stride_for(cal_pairs, window, target)
     train_rows = np.concatenate([np.arange(lo, hi) for lo, hi in train_pairs.reshape(-1, 2).tolist()])
     split = split_windows(
         values, bounds, window, options.stride, calibration_stride, config.validation_fraction,
@@ -68,7 +92,8 @@ def fit_sequence_detector(
         calibration_stride=calibration_stride,
         time_column=time_column,
         series_column=series_column,
-        relative_sensors=_relative(options, sensors, lambda: _slow_sensors(sensors, values, train_pairs, window)),
+        relative_sensors=_relative(options, sensors, lambda: _slow_sensors(sensors, values, train_pairs)),
+        sensor_dof=_dof(options),
     )
     return _fit(SequenceKind(kind_config), split, config, version, progress, started)
 
@@ -105,7 +130,10 @@ def fit_sequence_windows(
         network=_network(options, window, channels),
         stride=1,
         calibration_stride=1,
-        relative_sensors=_relative(options, sensors, lambda: slow_sensors(sensors, split.train)),
+        relative_sensors=_relative(
+            options, sensors, lambda: slow_sensors(sensors, consecutive_blocks(split.train.reshape(-1, channels)))
+        ),
+        sensor_dof=_dof(options),
     )
     return _fit(SequenceKind(kind_config), split, config, version, progress, started)
 
@@ -125,6 +153,10 @@ def _network(options: SequenceOptions, window: int, sensors: int) -> SequenceBac
         hidden_size=options.hidden_size,
         logvar_min=options.sensor_logvar_min,
     )
+
+
+def _dof(options: SequenceOptions) -> int | None:
+    return options.sensor_dof if options.sensor_likelihood == "student_t" else None
 
 
 def _relative(options: SequenceOptions, sensors: list[str], slow: Callable[[], list[str]]) -> list[str]:
@@ -156,4 +188,10 @@ def sequence_train_config(**fields: object) -> TrainConfig:
     return TrainConfig(**{**SEQUENCE_DEFAULTS, **fields})  # type: ignore[arg-type]
 
 
-__all__ = ["fit_sequence_detector", "fit_sequence_windows", "pair_starts", "sequence_train_config"]
+__all__ = [
+    "calibration_stride_for",
+    "fit_sequence_detector",
+    "fit_sequence_windows",
+    "pair_starts",
+    "sequence_train_config",
+]

@@ -80,3 +80,35 @@ def test_train_and_score_ready_made_windows_from_npz(tmp_path: Path):
     assert main([*argv, "--window", "8", "--device", "cpu"]) == 2
     np.savez(test, X=windows[:3, :8], sensors=np.array(["pressure", "flow"]))
     assert main(["score", str(model), str(test), "--device", "cpu"]) == 2
+
+
+def test_level_and_sensor_likelihood_flags_reach_the_manifest(tmp_path: Path):
+    data = tmp_path / "stream.csv"
+    write_stream(data)
+    model = tmp_path / "model"
+    argv = ["train", str(data), "--out", str(model), "--time-column", "time", "--window", "8", "--epochs", "1"]
+    flags = ["--level", "relative", "--sensor-likelihood", "gaussian", "--quiet", "--device", "cpu"]
+    assert main([*argv, *flags]) == 0
+    kind_config = json.loads((model / "manifest.json").read_text())["kind_config"]
+    assert kind_config["relative_sensors"] == ["pressure", "flow"] and kind_config["sensor_dof"] is None
+    assert main([*argv, "--quiet", "--device", "cpu"]) == 0  # defaults: auto (nothing drifts here), Student-t
+    kind_config = json.loads((model / "manifest.json").read_text())["kind_config"]
+    assert kind_config["relative_sensors"] == [] and kind_config["sensor_dof"] == 4
+
+
+def test_family_ae_trains_and_scores_a_stream_and_cvae_is_refused(tmp_path: Path, capsys):
+    data = tmp_path / "stream.csv"
+    write_stream(data)
+    model = tmp_path / "model"
+    argv = ["train", str(data), "--out", str(model), "--time-column", "time", "--window", "8", "--epochs", "1"]
+    assert main([*argv, "--family", "ae", "--quiet", "--device", "cpu"]) == 0
+    manifest = json.loads((model / "manifest.json").read_text())
+    assert manifest["family"] == "ae" and manifest["kind"] == "sequence"
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", str(model), str(data), "--out", str(out), "--device", "cpu"]) == 0
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(results) == 300 and sum(r["score"] is None for r in results) == 7
+    assert all(np.isfinite(r["score"]) for r in results[7:])
+    capsys.readouterr()
+    assert main([*argv, "--family", "cvae", "--quiet", "--device", "cpu", "--out", str(tmp_path / "c")]) == 2
+    assert "cvae" in capsys.readouterr().err

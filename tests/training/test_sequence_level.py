@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.kinds.sequence.preprocessing import disjoint_windows, slow_sensors, window_levels
+from model.kinds.sequence.preprocessing import consecutive_blocks, slow_sensors, window_levels
 from training.sequence import fit_sequence_detector, sequence_train_config
 
 
@@ -20,10 +20,14 @@ def drifting_stream(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_slow_sensors_are_those_whose_level_moves_between_windows():
-    windows = disjoint_windows(drifting_stream(305), 10)
-    assert windows.shape == (30, 10, 3)
-    assert slow_sensors(["pressure", "flow", "temperature"], windows) == ["temperature"]
-    assert slow_sensors(["a", "b", "c"], windows[:1]) == []  # one window decides nothing
+    blocks = consecutive_blocks(drifting_stream(303))
+    assert blocks.shape == (4, 75, 3)
+    assert slow_sensors(["pressure", "flow", "temperature"], blocks) == ["temperature"]
+    assert slow_sensors(["a", "b", "c"], blocks[:1]) == []  # one block decides nothing
+    # A cycle longer than a model window (60 rows against 10) but shorter than a block is no drift.
+    t = np.arange(800)
+    cycle = np.sin(2 * np.pi * t / 60)[:, None]
+    assert slow_sensors(["pressure"], consecutive_blocks(cycle)) == []
 
 
 def test_window_levels_ignore_missing_readings():
@@ -53,3 +57,29 @@ def test_auto_level_makes_a_shift_of_a_slow_sensor_invisible_and_reconstructs_in
     assert np.all(detector.terms(detector.kind.inputs_from_rows(broken)).score > detector.terms(inputs).score)
     rebuilt = detector.reconstruct(moved)[0]["reconstruction"]["temperature"]
     assert np.mean(rebuilt) == pytest.approx(np.mean(shifted[:10, 2]), abs=1.0)
+
+
+def test_calibration_stride_is_disjoint_when_the_rows_allow_and_shrinks_when_they_do_not():
+    from training.sequence import calibration_stride_for
+
+    many = np.array([0, 10_000])  # 10,000 calibration rows: 333 disjoint windows of 30 >= 99
+    assert calibration_stride_for(many, 30, 0.01) == 30
+    some = np.array([0, 600])  # 600 rows: stride 5 gives 115 windows, stride 6 only 96
+    assert calibration_stride_for(some, 30, 0.01) == 5
+    few = np.array([0, 80])  # SKAB: 80 rows give 51 windows at stride 1, the most there are
+    assert calibration_stride_for(few, 30, 0.01) == 1
+    assert calibration_stride_for(np.array([0, 300, 400, 700]), 30, 0.01) == 5  # two series, 300 rows each
+
+
+def test_student_t_model_trains_saves_and_samples(tmp_path):
+    from model.detector import load_detector
+
+    config = sequence_train_config(epochs=1, window=10, device="cpu", score_samples=2, sensor_likelihood="student_t")
+    result = fit_sequence_detector(drifting_stream(200), ["pressure", "flow", "temperature"], config, progress=False)
+    assert result.detector.kind.config.sensor_dof == 4
+    result.detector.save(tmp_path / "m")
+    loaded = load_detector(tmp_path / "m", "cpu")
+    inputs = loaded.kind.inputs_from_rows(drifting_stream(30, seed=3))
+    assert loaded.terms(inputs).score == pytest.approx(result.detector.terms(inputs).score)
+    samples = loaded.sample(3, seed=1)
+    assert len(samples) == 3 and len(samples[0]["flow"]) == 10 and np.isfinite(samples[0]["flow"]).all()

@@ -48,6 +48,9 @@ class SequenceKindConfig(BaseModel):
     relative_sensors: list[str] = Field(
         default_factory=list, description="sensors modelled relative to their window's own mean level"
     )
+    sensor_dof: int | None = Field(
+        default=None, ge=1, description="Student-t degrees of freedom of every sensor; None: Gaussian"
+    )
 
 
 class SequenceOptions(BaseModel):
@@ -55,17 +58,21 @@ class SequenceOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window: int = Field(default=30, ge=2, description="time steps per window")
+    window: int = Field(default=15, ge=2, description="time steps per window")
     stride: int = Field(default=1, ge=1, description="steps between training windows")
     calibration_stride: int | None = Field(
-        default=None, ge=1, description="steps between calibration windows (default: the window, no shared rows)"
+        default=None, ge=1, description="steps between calibration windows (default: calibration_stride_for)"
     )
     architecture: Literal["recurrent", "conv"] = Field(default="conv", description="sequence backbone")
     cell: Literal["gru", "lstm"] = Field(default="gru", description="recurrent cell of recurrent sequence models")
     hidden_size: int = Field(default=64, ge=1, description="recurrent state size of sequence models")
     sensor_logvar_min: float = Field(default=-4.6, le=0.0, description="floor of a sensor's log-variance")
+    sensor_likelihood: Literal["gaussian", "student_t"] = Field(
+        default="student_t", description="distribution of a sensor reading given the code"
+    )
+    sensor_dof: int = Field(default=4, ge=1, description="degrees of freedom of the student_t sensor likelihood")
     level: Literal["absolute", "auto", "relative"] = Field(
-        default="absolute",
+        default="auto",
         description="sensor levels: absolute; relative to each window's mean for every sensor; or auto, "
         "relative for the slow sensors whose level drifts between training windows",
     )
@@ -152,7 +159,7 @@ class SequenceKind:
         return build_sequence_backbone(self.network, latent_dim)[1]
 
     def log_likelihood(self, decoded: SequenceDecoderOutput, batch: SequenceBatch) -> torch.Tensor:
-        return element_log_probs(decoded, batch.x, batch.mask)
+        return element_log_probs(decoded, batch.x, batch.mask, self.config.sensor_dof)
 
     def corrupt(self, batch: SequenceBatch, corruption: Corruption, generator: torch.Generator) -> SequenceBatch:
         """Masking hides a share of (step, sensor) readings from the encoder; Gaussian adds noise."""
@@ -297,7 +304,12 @@ class SequenceKind:
     def _draw(self, decoded: SequenceDecoderOutput, generator: torch.Generator) -> np.ndarray:
         """(n, T, C) windows in sensor units drawn from p(x | z)."""
         std = torch.exp(0.5 * decoded.logvar).cpu()
-        z = decoded.mean.cpu() + std * torch.randn(decoded.mean.shape, generator=generator)
+        noise = torch.randn(decoded.mean.shape, generator=generator)
+        dof = self.config.sensor_dof
+        if dof is not None:  # Student-t: a normal over the root of an independent chi-square / dof
+            chi2 = torch.randn((dof, *decoded.mean.shape), generator=generator).square().sum(0)
+            noise = noise / torch.sqrt(chi2 / dof).clamp_min(1e-6)
+        z = decoded.mean.cpu() + std * noise
         return self.scaling.to_original(z.double().numpy())
 
     def render_samples(
