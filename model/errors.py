@@ -44,6 +44,11 @@ class InputError(ModelError):
         super().__init__(f"{where}: {first.msg}{more}")
 
 
+class InputTooLargeError(InputError):
+    """Inputs each within their own limits that together cost too much to decode (the decoded
+    pixels of one request): the service answers 413, not 422."""
+
+
 class UnsupportedError(ModelError):
     """A request the loaded model cannot serve by its nature: samples from a family without a
     generative model, a picture grid of records. `field` names the request field at fault, `type`

@@ -4,6 +4,7 @@ and time it for Prometheus."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import os
@@ -11,15 +12,18 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 import torch
 from fastapi import FastAPI, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model import __version__
 from model.detector import Detector
+from model.kinds.base import envelope_schema
 from service.batching import MicroBatcher
 from service.docs import install_offline_docs
 from service.errors import install_error_handlers
@@ -29,8 +33,9 @@ from service.metrics import ServiceMetrics
 from service.multiprocess import register_worker
 from service.reload import Reloader, activate, load_verified
 from service.reload import router as reload_router
-from service.routes import router
+from service.routes import INPUT_BODIES, router
 from service.settings import Settings, get_settings
+from service.shutdown import ConnectionCloseMiddleware, Drain, unless_stopped
 from service.state import ServiceState
 from service.threshold_file import ThresholdWatcher
 from service.v2 import router as v2_router
@@ -114,9 +119,41 @@ def _template(routes: list[BaseRoute], scope: Scope) -> str | None:
     return None
 
 
+def _titles(schema: dict[str, Any]) -> list[tuple[str | None, list[str]]]:
+    """The titles and fields of a body schema's alternatives: which envelopes it documents."""
+    return [(part.get("title"), sorted(part.get("properties", {}))) for part in schema.get("oneOf", [schema])]
+
+
+def install_model_openapi(app: FastAPI, state: ServiceState) -> None:
+    """Publish the loaded model's request schema (a tabular model's features, ...) in the OpenAPI
+    document instead of the generic envelopes, whose records are `{}`: clients and schema-driven
+    tools learn what to send. Rebuilt when another model is loaded (by its id)."""
+    generic = _titles(envelope_schema(INPUT_BODIES))  # FastAPI rewrites the schemas a little: compare titles
+    build = app.openapi
+    cache: dict[str, dict[str, Any]] = {}
+
+    def openapi() -> dict[str, Any]:
+        detector = state.detector
+        key = detector.manifest.model_id if detector is not None else ""
+        if key not in cache:
+            schema = copy.deepcopy(build())
+            if detector is not None:
+                specific = detector.kind.request_schema()
+                for operations in schema.get("paths", {}).values():
+                    for operation in operations.values():
+                        content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+                        if _titles(content.get("schema", {})) == generic:
+                            content["schema"] = specific
+            cache.clear()
+            cache[key] = schema
+        return cache[key]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    state = ServiceState(settings=settings)
+    state = ServiceState(settings=settings, drain=Drain(settings.drain_seconds))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -128,13 +165,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # restart, or a crash): its load counts as a reload, so a broken artifact shows in the metrics.
         replacement = metrics_dir is not None and register_worker(metrics_dir, os.getpid()) > settings.workers
         started = time.perf_counter()
+        state.drain.install()  # from here a SIGTERM is ours: before the model is ready, it stops start-up
         try:
-            detector = load_detector(settings)
+            # Off the event loop, in a daemon thread: a SIGTERM during a slow load stops the process.
+            loaded = await unless_stopped(lambda: load_detector(settings), state.drain.stopped)
         except Exception:
             if replacement:
                 state.metrics.record_reload(False)
             state.metrics.close()
+            state.drain.remove()
             raise
+        if loaded is None:
+            logger.info("SIGTERM during start-up: stopping before the model from %s was loaded", settings.model_dir)
+            yield
+            state.metrics.close()
+            state.drain.remove()
+            return
+        detector = loaded
         current = activate(state, detector, settings.model_dir)
         state.compute_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vae-anomaly-compute")
         await state.compute(detector.warm_up)  # torch's per-thread set-up, before the first request
@@ -158,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watcher = ThresholdWatcher(state, settings.thresholds_file, settings.thresholds_poll_seconds)
             watcher.start()
         state.ready = True
+        state.drain.ready = True
         manifest = current.detector.manifest
         logger.info(
             "model %s (version %s) loaded from %s on %s in %.2f s",
@@ -178,6 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.compute_thread.shutdown(wait=True)
         state.compute_thread = None
         state.metrics.close()
+        state.drain.remove()
 
     app = FastAPI(
         title="vae-anomaly",
@@ -194,13 +243,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(reload_router)
     app.include_router(v2_router)
-    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware, limit=settings.max_body_bytes, read_timeout=settings.read_timeout_seconds
+    )
 
     app.add_middleware(RequestMetricsMiddleware, fastapi_app=app, state=state)
 
+    app.add_middleware(ConnectionCloseMiddleware, drain=state.drain)  # draining: every response, even a 413
     app.add_middleware(AccessLogMiddleware, log_payloads=settings.log_payloads)  # outermost: sees every request
 
-    @app.get("/metrics", tags=["operations"], include_in_schema=True)
+    install_model_openapi(app, state)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        responses={200: {"description": "Prometheus text exposition format", "content": {"text/plain": {}}}},
+    )
     async def metrics() -> Response:
         """Prometheus exposition: this process's metrics, or every worker's with `--workers N`."""
         body = state.metrics.exposition() if state.metrics else b""

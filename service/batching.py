@@ -29,6 +29,7 @@ from model.detector import Detector
 from model.kinds.base import InputLimits, RequestBody
 from service.errors import ApiError
 from service.metrics import ModelMetrics
+from service.settings import Settings
 from service.state import ServiceState
 
 logger = logging.getLogger(__name__)
@@ -36,9 +37,14 @@ logger = logging.getLogger(__name__)
 Results = list[dict[str, Any]]
 
 
-def check_inputs(detector: Detector, body: RequestBody, max_image_pixels: int) -> Any:
+def check_inputs(detector: Detector, body: RequestBody, limits: InputLimits) -> Any:
     """Check a body's inputs against the model, by its kind (raises `InputError`)."""
-    return detector.kind.request_inputs(body, InputLimits(max_image_pixels=max_image_pixels))
+    return detector.kind.request_inputs(body, limits)
+
+
+def input_limits(settings: Settings) -> InputLimits:
+    """The server's limits on decoding a request's inputs."""
+    return InputLimits(max_image_pixels=settings.max_image_pixels, max_request_pixels=settings.max_request_pixels)
 
 
 def score_and_observe(detector: Detector, metrics: ModelMetrics, inputs: Any, explain: int) -> Results:
@@ -197,7 +203,7 @@ async def score_body(state: ServiceState, detector: Detector, metrics: ModelMetr
     large ones and images (decoding is CPU work) are checked on the compute thread, leaving the loop free.
     """
     batcher = state.batcher
-    max_pixels = state.settings.max_image_pixels
+    max_pixels = input_limits(state.settings)
     if batcher is not None and detector.kind.micro_batch and body.size() <= batcher.max_records:
         return await batcher.score(detector, metrics, check_inputs(detector, body, max_pixels), body.explain)
     return await state.compute(

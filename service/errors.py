@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.errors import InputError, UnsupportedError
+from model.errors import InputError, InputTooLargeError, UnsupportedError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,16 @@ async def _input_error(_: Request, exc: Exception) -> JSONResponse:
     return _response(422, items)
 
 
+async def _input_too_large(_: Request, exc: Exception) -> JSONResponse:
+    """Inputs that together would cost too much to decode: 413, naming the server's setting."""
+    assert isinstance(exc, InputTooLargeError)
+    items = [
+        {"loc": ["body", *issue.loc], "msg": f"{issue.msg} (VAE_ANOMALY_MAX_REQUEST_PIXELS)", "type": issue.type}
+        for issue in exc.issues
+    ]
+    return _response(413, items)
+
+
 async def _unsupported(_: Request, exc: Exception) -> JSONResponse:
     """What the loaded model cannot do by its kind or family (a 422 that says why)."""
     assert isinstance(exc, UnsupportedError)
@@ -76,6 +86,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(InputTooLargeError, _input_too_large)
     app.add_exception_handler(UnsupportedError, _unsupported)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

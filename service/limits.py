@@ -9,6 +9,8 @@ service/errors.py.
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, error_body
@@ -24,12 +26,25 @@ def too_large(limit: int, size: int | None = None) -> ApiError:
     )
 
 
-class BodySizeLimitMiddleware:
-    """Refuses bodies over `limit` bytes: by `Content-Length` first, then by counting."""
+def read_timed_out(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        f"request body not received within {seconds:g} s (VAE_ANOMALY_READ_TIMEOUT_SECONDS)",
+        "read_timeout",
+        ("body",),
+        headers={"Connection": "close"},
+    )
 
-    def __init__(self, app: ASGIApp, limit: int):
+
+class BodySizeLimitMiddleware:
+    """Refuses bodies over `limit` bytes: by `Content-Length` first, then by counting; and bodies
+    that do not arrive within `read_timeout` seconds (a client that stops sending would otherwise
+    hold the request, and its connection, for ever). Headers have the same deadline (service/protocol.py)."""
+
+    def __init__(self, app: ASGIApp, limit: int, read_timeout: float | None = None):
         self.app = app
         self.limit = limit
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,11 +55,22 @@ class BodySizeLimitMiddleware:
             await self._refuse(send, too_large(self.limit, int(declared)))
             return
         received = 0
+        complete = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout if self.read_timeout is not None else None
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete or deadline is None:  # after the body: waits for a disconnect, unbounded
+                message = await receive()
+            else:  # one deadline for the whole body, not per chunk (a byte every 29 s would pass that)
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+                except asyncio.TimeoutError:
+                    assert self.read_timeout is not None
+                    raise read_timed_out(self.read_timeout) from None
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     # Raised inside the handler's `await request.body()`: the app's ApiError handler

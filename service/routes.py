@@ -16,7 +16,7 @@ from model.detector import Detector, Interpolation, interpolation_count_message
 from model.kinds import KINDS
 from model.kinds.base import RequestBody, RequestIds
 from model.thresholds import THRESHOLD_NAME, ThresholdSet, fpr_guaranteed
-from service.batching import check_inputs, score_body
+from service.batching import check_inputs, input_limits, score_body
 from service.errors import ApiError
 from service.schemas import (
     ActiveThresholdUpdate,
@@ -49,6 +49,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
 }
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "malformed JSON"},
     401: {"model": ErrorResponse, "description": "no bearer token"},
     403: {"model": ErrorResponse, "description": "wrong token, or admin endpoints disabled"},
     422: {"model": ErrorResponse, "description": "invalid body"},
@@ -200,7 +201,7 @@ async def reconstruct(request: Request, state: ServiceState = Depends(get_state)
     the reconstruction and an error heatmap over the input, both base64 PNGs at the input's size."""
     detector, _ = state.loaded()
     body = await _read_inputs(request, state, detector)
-    max_pixels = state.settings.max_image_pixels
+    max_pixels = input_limits(state.settings)
     results = await state.compute(lambda: detector.reconstruct(check_inputs(detector, body, max_pixels)))
     return _json({"model": _model_ref(detector), "results": _with_ids(body, results)})
 
@@ -248,7 +249,7 @@ async def encode(request: Request, state: ServiceState = Depends(get_state)) -> 
     with the ids (`row`, `timestamp` of sequence windows) that `/score` gives."""
     detector, _ = state.loaded()
     body = await _read_inputs(request, state, detector)
-    max_pixels = state.settings.max_image_pixels
+    max_pixels = input_limits(state.settings)
     results = await state.compute(lambda: detector.encode_results(check_inputs(detector, body, max_pixels)))
     return _json({"model": _model_ref(detector), "latent_dim": detector.network.latent_dim, "results": results})
 
@@ -275,7 +276,7 @@ async def interpolate(request: Request, state: ServiceState = Depends(get_state)
     kind = detector.kind
     field = next((f for f in (*kind.batch_fields, *kind.input_fields) if f in data), None)
     loc: tuple[str, ...] = ("body", field) if field else ("body",)
-    max_pixels = state.settings.max_image_pixels
+    max_pixels = input_limits(state.settings)
 
     def run() -> Interpolation:
         inputs = check_inputs(detector, body, max_pixels)
@@ -456,7 +457,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", tags=["operations"])
 async def readyz(state: ServiceState = Depends(get_state)) -> Response:
-    """The model is loaded and warmed up (503 until then)."""
-    if state.ready:
+    """The model is loaded and warmed up (503 until then, and again while draining after SIGTERM)."""
+    if state.ready and not state.drain.draining:
         return _json({"status": "ready"})
     return _json({"status": "loading"}, status=503)

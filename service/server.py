@@ -25,6 +25,7 @@ from types import FrameType
 import uvicorn
 
 from service.logs import logging_config
+from service.protocol import ReadTimeoutProtocol
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ def serve(model_dir: Path, host: str, port: int, workers: int | None = None, dev
             port=port,
             workers=settings.workers,
             timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
+            timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+            limit_concurrency=settings.limit_concurrency,
+            http=ReadTimeoutProtocol,
             log_config=logging_config(settings.log_format, settings.log_level),
             log_level=settings.log_level,
             access_log=False,

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         "PUT /thresholds writes through to it (see README, Scaling out)",
     )
     thresholds_poll_seconds: float = Field(default=1.0, gt=0, le=60, description="how often the file is checked")
+    max_request_pixels: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1,
+        description="most decoded pixels of all the images of one request together, read from each image's header "
+        "before it is decoded (10,000 28×28 images, or two 2048×2048 ones): bounds the compute one request costs",
+    )
     api_token: SecretStr | None = Field(default=None, description="bearer token for the admin endpoints")
     torch_threads: int | None = Field(default=None, ge=1, description="default: torch's own choice")
     explain_default: int = Field(default=3, ge=0)
@@ -59,6 +65,29 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_payloads: bool = Field(default=False, description="add request bodies (truncated) to the access log")
+    drain_seconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=60.0,
+        description="after SIGTERM, keep serving this long with `Connection: close` on every response (and /readyz "
+        "503) before closing connections, so keep-alive clients lose no request (service/shutdown.py)",
+    )
+    graceful_shutdown_seconds: int = Field(
+        default=20,
+        ge=1,
+        description="after the drain, how long uvicorn waits for requests in flight before cancelling them: "
+        "a pod stops before Kubernetes' 30 s grace period runs out",
+    )
+    read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="a request's headers, and then its body, must arrive within this many seconds (else 408)",
+    )
+    limit_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="most connections plus requests in flight per worker; beyond it uvicorn answers 503 at once",
+    )
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="larger request bodies get a 413")
     drift_window: int = Field(default=1000, ge=1, description="records in the sliding window of the drift gauges")
     prometheus_multiproc_dir: Path | None = Field(

@@ -21,6 +21,7 @@ from model.detector import Detector
 from model.thresholds import ThresholdSet
 from service.metrics import ModelMetrics, ServiceMetrics
 from service.settings import Settings
+from service.shutdown import Drain
 
 T = TypeVar("T")
 
@@ -45,6 +46,7 @@ class ServiceState:
     batcher: MicroBatcher | None = None  # None when micro-batching is off
     threshold_lock: threading.Lock = field(default_factory=threading.Lock)
     compute_thread: ThreadPoolExecutor | None = None  # the lifespan's, from start-up to shutdown
+    drain: Drain = field(default_factory=lambda: Drain(0.0))  # SIGTERM handling, service/shutdown.py
 
     async def compute(self, function: Callable[[], T]) -> T:
         """Run model work (checking, scoring, decoding) on the one compute thread.

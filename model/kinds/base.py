@@ -52,6 +52,12 @@ class RequestBody(Protocol):
     def size(self) -> int: ...
 
 
+def envelope_schema(models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
+    """The JSON schema of a body that is one of `models` (a kind's request envelopes)."""
+    schemas = [model.model_json_schema() for model in models]
+    return schemas[0] if len(schemas) == 1 else {"oneOf": schemas}
+
+
 RequestId = Annotated[str, StringConstraints(max_length=256)] | StrictInt
 """A caller's id of one input: a string (at most 256 characters) or an integer."""
 
@@ -79,9 +85,12 @@ class RequestIds(BaseModel):
 
 @dataclass(frozen=True)
 class InputLimits:
-    """Server limits a kind applies while decoding request inputs."""
+    """Server limits a kind applies while decoding request inputs. `max_request_pixels` bounds the
+    decoded pixels of all of a request's images together (None: no bound), so that small encoded
+    images that decode large cannot make one request cost seconds of the compute thread."""
 
     max_image_pixels: int
+    max_request_pixels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,12 @@ class DataKind(Protocol):
 
     def describe(self) -> dict[str, object]:
         """JSON-ready description of what the model expects, for `GET /model` ("schema", "image")."""
+        ...
+
+    def request_schema(self) -> dict[str, Any]:
+        """The JSON schema of a `/score` body for this very model (its features, its sensors), which
+        the service publishes in its OpenAPI document; `envelope_schema(request_models)` when the
+        envelopes say it all."""
         ...
 
     # -- rendering -----------------------------------------------------------------------------------

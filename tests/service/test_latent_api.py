@@ -160,7 +160,10 @@ def test_latent_routes_are_counted_in_the_metrics(client: TestClient, normal_rec
 def test_openapi_documents_the_latent_routes(client: TestClient):
     paths = client.get("/openapi.json").json()["paths"]
     encode_body = paths["/encode"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert {"records", "columns", "images", "series"} <= {p for s in encode_body["oneOf"] for p in s["properties"]}
+    # The loaded model's own envelopes (a tabular model here), with its features (issue 14, item 24).
+    fields = {p for s in encode_body["oneOf"] for p in s["properties"]}
+    assert {"records", "columns", "data"} == fields - {"explain", "ids"}
+    assert encode_body == paths["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     interpolate_body = paths["/interpolate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert all(s["properties"]["steps"]["maximum"] == MAX_INTERPOLATION_STEPS for s in interpolate_body["oneOf"])
     for path in ("/encode", "/interpolate"):

@@ -24,12 +24,36 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.errors import InputError, InputIssue
+from model.errors import InputError, InputIssue, InputTooLargeError
 
 Loc = tuple[str | int, ...]
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 """Largest width × height accepted from an encoded image unless the caller says otherwise."""
+
+
+class PixelBudget:
+    """The decoded pixels one request may still spend. Each encoded image's size is read from its
+    header and taken from the budget before it is decoded, so going over costs a header read."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.used = 0
+
+    def take(self, pixels: int, loc: Loc) -> None:
+        """Spend `pixels` on the image at `loc`; `InputTooLargeError` when that exceeds the limit."""
+        self.used += pixels
+        if self.limit is not None and self.used > self.limit:
+            raise InputTooLargeError(
+                [
+                    InputIssue(
+                        loc,
+                        f"the images up to this one decode to {self.used} pixels, above the limit of {self.limit} "
+                        "pixels per request; send fewer or smaller images",
+                        "request_pixels",
+                    )
+                ]
+            )
 
 
 class ImageSpec(BaseModel):
@@ -114,11 +138,13 @@ def as_chw(pixels: np.ndarray) -> np.ndarray:
 # -- encoded images (PNG, JPEG, ...) -------------------------------------------------------------
 
 
-def decode_image(data: bytes, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(
+    data: bytes, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None
+) -> np.ndarray:
     """PNG/JPEG/... bytes → (C, H, W) float32 in [0, 1], C = 1 (grey) or 3 (colour).
 
-    The size comes from the header (`Image.open` reads no pixel data); larger than `max_pixels` is
-    refused before `load()` allocates anything.
+    The size comes from the header (`Image.open` reads no pixel data); larger than `max_pixels`, or
+    than what is left of the request's `budget`, is refused before `load()` allocates anything.
     """
     try:
         with warnings.catch_warnings():
@@ -131,6 +157,8 @@ def decode_image(data: bytes, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                     f"image is {width}×{height} = {width * height} pixels, above the limit of {max_pixels}",
                     "image_too_large",
                 )
+            if budget is not None:
+                budget.take(width * height, loc)
             image.load()
     except InputError:
         raise
@@ -153,7 +181,9 @@ def image_to_array(image: Image.Image) -> np.ndarray:
     return as_chw(to_unit_float(np.asarray(image)))
 
 
-def decode_base64_image(text: object, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_base64_image(
+    text: object, loc: Loc, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None
+) -> np.ndarray:
     """A base64 string (optionally a `data:image/...;base64,` URL) → (C, H, W) float32 in [0, 1]."""
     if not isinstance(text, str):
         raise _error(loc, "expected a base64 string (PNG or JPEG)", "string_type")
@@ -167,7 +197,7 @@ def decode_base64_image(text: object, loc: Loc, max_pixels: int = DEFAULT_MAX_PI
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise _error(loc, f"invalid base64: {exc}", "base64_invalid") from exc
-    return decode_image(data, loc, max_pixels)
+    return decode_image(data, loc, max_pixels, budget)
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -257,15 +287,21 @@ def images_from_payload(
     images: Sequence[object] | None,
     arrays: Sequence[object] | None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_request_pixels: int | None = None,
 ) -> ImageInputs:
-    """A request's `images` (base64) or `arrays` → checked `ImageInputs`; errors name the index."""
+    """A request's `images` (base64) or `arrays` → checked `ImageInputs`; errors name the index.
+    All images together may decode to at most `max_request_pixels` (`InputTooLargeError`)."""
     field, items = ("images", images) if images is not None else ("arrays", arrays or [])
     batch = np.empty((len(items), *spec.shape), dtype=np.float32)
     shapes = []
+    budget = PixelBudget(max_request_pixels)
     for i, item in enumerate(items):
         loc = (field, i)
-        decode = decode_base64_image if field == "images" else array_image
-        pixels = decode(item, loc, max_pixels)
+        if field == "images":
+            pixels = decode_base64_image(item, loc, max_pixels, budget)
+        else:  # already parsed (bounded by the body size): counted, so the resizing is bounded too
+            pixels = array_image(item, loc, max_pixels)
+            budget.take(pixels.shape[1] * pixels.shape[2], loc)
         shapes.append(pixels.shape)
         batch[i] = spec.conform(pixels, loc)
     return ImageInputs(batch, shapes)

@@ -18,7 +18,7 @@ from torch import nn
 
 from model.conditions import ConditionSpec
 from model.errors import InputError, InputIssue
-from model.kinds.base import Corruption, InputLimits
+from model.kinds.base import Corruption, InputLimits, envelope_schema
 from model.kinds.image.backbone import (
     ImageDecoder,
     ImageDecoderOutput,
@@ -189,7 +189,9 @@ class ImageKind:
         return ImageScoreRequest.model_validate(data)
 
     def request_inputs(self, body: ImageScoreRequest, limits: InputLimits) -> ImageInputs:
-        inputs = images_from_payload(self.spec, body.images, body.arrays, limits.max_image_pixels)
+        inputs = images_from_payload(
+            self.spec, body.images, body.arrays, limits.max_image_pixels, limits.max_request_pixels
+        )
         return self.with_labels(inputs, body.labels, "labels")
 
     def inputs_from_array(self, pixels: np.ndarray, labels: np.ndarray | None = None) -> ImageInputs:
@@ -221,6 +223,10 @@ class ImageKind:
 
     def input_signature(self) -> object:
         return self.spec
+
+    def request_schema(self) -> dict[str, Any]:
+        """The envelopes as they are: an image's geometry is checked after decoding."""
+        return envelope_schema(self.request_models)
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -269,12 +275,14 @@ class ImageKind:
         return results
 
     def reconstruct(self, inputs: ImageInputs, terms: ScoreTerms) -> list[dict[str, object]]:
-        """Reconstructions at the code and error heatmaps, at each input's size and channels."""
+        """Reconstructions at the code and error heatmaps, at each input's size (at most
+        `MAX_RENDER_PIXELS`, aspect kept) and channels."""
         expected: ImageDecoderOutput = terms.expected
         means = expected.mean().double().numpy()
         excess = np.clip(self.excess_error(terms), 0.0, None)
         results = []
-        for i, shape in enumerate(inputs.shapes):
+        for i, input_shape in enumerate(inputs.shapes):
+            shape = render_shape(input_shape)
             heat = heatmap_overlay(inputs.pixels[i], excess[i], self.error_scale)
             results.append(
                 {
@@ -319,6 +327,20 @@ class ImageKind:
             network=self.network,
             condition=self.condition,
         )
+
+
+MAX_RENDER_PIXELS = 512 * 512
+"""Largest width × height of a reconstruction or heatmap. Upscaling a model-sized picture to a
+2048×2048 input adds no information, only seconds of resizing and megabytes of PNG per image."""
+
+
+def render_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """An input's (C, H, W) scaled down, aspect kept, to at most `MAX_RENDER_PIXELS` pixels."""
+    channels, height, width = shape
+    if height * width <= MAX_RENDER_PIXELS:
+        return shape
+    factor = (MAX_RENDER_PIXELS / (height * width)) ** 0.5
+    return channels, max(1, int(height * factor)), max(1, int(width * factor))
 
 
 def _to_shape(image: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

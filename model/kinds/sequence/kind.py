@@ -24,7 +24,7 @@ from torch import nn
 
 from model.conditions import ConditionSpec
 from model.errors import InputError, InputIssue
-from model.kinds.base import Corruption, InputLimits
+from model.kinds.base import Corruption, InputLimits, envelope_schema
 from model.kinds.sequence.backbone import SequenceBackboneConfig, SequenceDecoderOutput, build_sequence_backbone
 from model.kinds.sequence.likelihood import element_log_probs
 from model.kinds.sequence.preprocessing import SensorScaling, window_levels
@@ -245,6 +245,10 @@ class SequenceKind:
 
     def input_signature(self) -> object:
         return (tuple(self.sensors), self.window)
+
+    def request_schema(self) -> dict[str, Any]:
+        """The series envelope as it is (its column names are the sensors of `GET /model`)."""
+        return envelope_schema(self.request_models)
 
     def describe(self) -> dict[str, object]:
         return {"sensors": list(self.sensors), "window": self.window, "network": self.network.model_dump(mode="json")}

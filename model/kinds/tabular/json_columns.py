@@ -4,7 +4,7 @@
 which dominates a 4096-record request. Here each column is checked at once: the set of Python types
 in it, a count of nulls, one `np.array` conversion and one finiteness test. The fast path only
 *accepts*: when a column holds anything it does not take as-is (a wrong type, a null in a required
-feature, a NaN, a number beyond ±1e308, a missing or unknown key), the whole input goes through
+feature, a NaN, a number beyond float64's range, a missing or unknown key), the whole input goes through
 `records_to_columns`, so every accepted input gives the same columns and every rejected input the
 same issues, messages and locations as the per-cell path. The equivalence is tested cell by cell.
 """
@@ -23,8 +23,6 @@ NoneType = type(None)
 NUMBER_TYPES = frozenset({int, float, NoneType})  # exact types: bool is not int here
 CATEGORY_TYPES = frozenset({str, NoneType})
 BOOLEAN_TYPES = frozenset({bool, NoneType})
-LARGEST_NUMBER = 1e308
-"""`records_to_columns` refuses |x| ≥ this as not finite; the fast path hands such inputs to it."""
 
 
 def _column(feature: FeatureSpec, values: Sequence[object]) -> np.ndarray | None:
@@ -48,7 +46,7 @@ def _column(feature: FeatureSpec, values: Sequence[object]) -> np.ndarray | None
     missing = np.isnan(column)
     if int(missing.sum()) != nulls:  # a NaN that was not a null: the per-cell path names it
         return None
-    if not bool(np.all(np.abs(column[~missing]) < LARGEST_NUMBER)):
+    if not bool(np.all(np.isfinite(column[~missing]))):
         return None
     return column
 

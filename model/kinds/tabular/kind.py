@@ -27,7 +27,7 @@ from model.kinds.tabular.json_columns import json_records_to_columns, json_table
 from model.kinds.tabular.likelihood import feature_log_probs
 from model.kinds.tabular.preprocessing import Columns, EncodedBatch, Preprocessing, TabularCodec, check_columns
 from model.kinds.tabular.requests import ColumnarScoreRequest, ScoreRequest
-from model.kinds.tabular.schema import Schema
+from model.kinds.tabular.schema import FeatureSpec, Schema
 from model.scoring import ScoreBatch, ScoreTerms, ScoringConfig, ScoringNetwork, result_fields, score_in_chunks
 
 
@@ -187,6 +187,24 @@ class TabularKind:
 
     def input_signature(self) -> object:
         return self.schema
+
+    def request_schema(self) -> dict[str, Any]:
+        """The records and columnar envelopes with this model's features filled in: a record is an
+        object with every feature key (null where missing, unless the feature is required) and any
+        condition columns; the columnar form's `columns` name them."""
+        properties: dict[str, Any] = {feature.name: _feature_schema(feature) for feature in self.schema.features}
+        if self.condition is not None:
+            for variable in self.condition.variables:
+                properties[variable.name] = {"description": f"condition column, one of {variable.known()}"}
+        records = ScoreRequest.model_json_schema()
+        records["properties"]["records"]["items"] = {
+            "type": "object",
+            "properties": properties,
+            "required": list(properties),
+        }
+        columnar = ColumnarScoreRequest.model_json_schema()
+        columnar["properties"]["columns"]["items"] = {"type": "string", "enum": list(properties)}
+        return {"oneOf": [records, columnar]}
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -352,3 +370,18 @@ def score_columns(
 ) -> ScoreTerms:
     """Encode checked columns and score them in chunks of `scoring.chunk_size` records."""
     return score_in_chunks(network, kind.batch(columns), noise, scoring)
+
+
+JSON_TYPES = {"numeric": "number", "categorical": "string", "boolean": "boolean"}
+
+
+def _feature_schema(feature: FeatureSpec) -> dict[str, Any]:
+    """One feature's JSON schema in a record: its JSON type, nullable unless required."""
+    json_type = JSON_TYPES[feature.type]
+    schema: dict[str, Any] = {"type": json_type if feature.required else [json_type, "null"]}
+    if feature.categories is not None:
+        shown = ", ".join(repr(c) for c in feature.categories[:50]) + (" ..." if len(feature.categories) > 50 else "")
+        schema["description"] = f"one of {shown} (another value is scored as a category unseen in training)"
+    elif feature.integer:
+        schema["description"] = "integer-valued in training"
+    return schema

@@ -110,7 +110,10 @@ def _check_cell(feature: FeatureSpec, value: object, loc: tuple[str | int, ...],
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             issues.add(loc, f"expected a number, got {_describe(value)}", "float_type")
             return None
-        number = float(value) if abs(value) < 1e308 else math.inf
+        try:
+            number = float(value)  # every finite float64, up to 1.797e308
+        except OverflowError:  # an integer beyond float64's range
+            number = math.inf
         if not math.isfinite(number):
             issues.add(loc, f"expected a finite number, got {value!r}", "finite_number")
             return None
