@@ -84,7 +84,7 @@ class TextFormatter(logging.Formatter):
 
 
 def resolve_log_format(log_format: str, stream: Any = None) -> str:
-    """"auto" → "text" when `stream` (default stderr) is a terminal, where a person reads it, else
+    """ "auto" → "text" when `stream` (default stderr) is a terminal, where a person reads it, else
     "json" (containers, files, log shippers); "json" and "text" stay as they are."""
     if log_format != "auto":
         return log_format

@@ -17,6 +17,7 @@ A second SIGTERM, or one before the model is loaded, skips the drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -131,9 +132,12 @@ async def unless_stopped(function: Callable[[], T], stopped: asyncio.Event) -> T
         try:
             result = function()
         except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
-            loop.call_soon_threadsafe(settle, None, exc)
+            outcome: tuple[T | None, BaseException | None] = (None, exc)
         else:
-            loop.call_soon_threadsafe(settle, result, None)
+            outcome = (result, None)
+        # The loop may be gone by now (start-up was abandoned, a test client exited): nobody waits.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, *outcome)
 
     threading.Thread(target=run, name="vae-anomaly-load", daemon=True).start()
     stop: asyncio.Future[Any] = asyncio.ensure_future(stopped.wait())
