@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench-quick clean
+.PHONY: install demo test lint bench-quick clean readme
 
 install: $(STAMP)
 
@@ -38,3 +38,7 @@ clean:
 bench-quick: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.detection --quick
+
+# Re-run the README's HTTP examples on a fresh demo model and rewrite their outputs (scripts/readme_examples.py).
+readme: $(STAMP)
+	$(BIN)/python scripts/readme_examples.py
