@@ -503,6 +503,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     loaded = Detector.load(args.model_dir, args.device)
     if loaded.kind.name == "image":
         return evaluate_images(args, loaded)
+    if loaded.kind.name == "sequence":  # its labels belong to rows, its scores to windows: not this table path
+        raise DataError(
+            f"{args.model_dir}: evaluate takes tabular and image models; for a sensor-stream model run "
+            "`vae-anomaly score` (one result per row) and compare with your labels, or bench.sequences"
+        )
     label_column = args.label_column
     if label_column is None and args.data.suffix.lower() != ".npz":
         raise DataError("evaluate needs --label-column (or an .npz with y)")

@@ -112,3 +112,15 @@ def test_family_ae_trains_and_scores_a_stream_and_cvae_is_refused(tmp_path: Path
     capsys.readouterr()
     assert main([*argv, "--family", "cvae", "--quiet", "--device", "cpu", "--out", str(tmp_path / "c")]) == 2
     assert "cvae" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_sequence_model_with_a_message(tmp_path: Path, capsys):
+    """It used to fall into the tabular path and end in an AssertionError traceback."""
+    data = tmp_path / "stream.csv"
+    write_stream(data, n=120)
+    model = tmp_path / "model"
+    argv = ["train", str(data), "--out", str(model), "--time-column", "time", "--window", "8", "--epochs", "1"]
+    assert main([*argv, "--quiet", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(data), "--label-column", "flow", "--device", "cpu"]) == 2
+    assert "evaluate takes tabular and image models" in capsys.readouterr().err
