@@ -7,9 +7,11 @@ through `training.tabular.fit_detector` / `training.image_trainer.fit_image_dete
 backbone, likelihood and training budget are the same for every family, so the table isolates what
 the objective changes.
 
-Tasks run seed by seed (all data sets with seed 0, then seed 1, ...) and family by family inside a
-(data set, seed), so a run stopped early holds complete comparisons; results are written to the JSON
-file after every fit, and `--resume` skips what it already holds.
+Tabular tasks run data set by data set, smallest first, every seed of a set before the next set
+(`--order dataset`, the default: a run stopped early holds complete 3-seed comparisons on the sets it
+reached) or seed by seed (`--order seed`); inside a (data set, seed) the families are interleaved, so
+a run stopped early holds complete comparisons. Results are written to the JSON file after every fit,
+and `--resume` skips the (family, data set, seed) results it already holds.
 
     python -m bench.families tabular --out /tmp/families-tabular.json
     python -m bench.families mnist --out /tmp/families-mnist.json --seeds 0
@@ -57,11 +59,12 @@ UNCONDITIONAL = [name for name, family in FAMILIES.items() if not family.conditi
 sets do not name; its contextual benchmark is its own)."""
 
 
-def tabular_tasks(data_dir: Path, seeds: list[int], wanted: list[str] | None) -> Iterator[Task]:
+def tabular_tasks(data_dir: Path, seeds: list[int], wanted: list[str] | None, order: str = "dataset") -> Iterator[Task]:
+    """(data set, seed) tasks, smallest set first; `order` says which loop is outer."""
     paths = find_datasets(data_dir, wanted)
-    for seed in seeds:
-        for path in paths:
-            yield dataset_name(path), seed, lambda path=path, seed=seed: protocol_split(*load_dataset(path), seed)
+    pairs = [(p, s) for p in paths for s in seeds] if order == "dataset" else [(p, s) for s in seeds for p in paths]
+    for path, seed in pairs:
+        yield dataset_name(path), seed, lambda path=path, seed=seed: protocol_split(*load_dataset(path), seed)
 
 
 def mnist_tasks(path: Path, seeds: list[int], digits: list[int]) -> Iterator[Task]:
@@ -79,8 +82,14 @@ def run(
     meta: dict[str, Any],
     resume: bool,
 ) -> None:
-    """Fit and score every family on every task, saving after each fit."""
-    records: list[dict[str, Any]] = json.loads(out.read_text())["records"] if resume and out.exists() else []
+    """Fit and score every family on every task, saving after each fit; a resumed run keeps the
+    earlier runs' meta (command, start, machine) under `previous_runs`."""
+    records: list[dict[str, Any]] = []
+    if resume and out.exists():
+        earlier = json.loads(out.read_text())
+        records = earlier["records"]
+        previous = earlier["meta"].pop("previous_runs", [])
+        meta = {**meta, "previous_runs": [*previous, earlier["meta"]]}
     done = {(r["dataset"], r["seed"], r["family"]) for r in records}
     for dataset, seed, make_split in tasks:
         todo = [f for f in families if (dataset, seed, f) not in done]
@@ -209,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         part.add_argument("--resume", action="store_true")
         if name == "tabular":
             part.add_argument("--datasets", nargs="+", metavar="NAME")
+            part.add_argument(
+                "--order",
+                choices=("dataset", "seed"),
+                default="dataset",
+                help="outer loop: every seed of a set before the next set (default), or seed by seed",
+            )
         else:
             part.add_argument("--digits", type=int, nargs="+", default=list(range(10)), choices=range(10))
     summary = commands.add_parser("report", help="tables from results files")
@@ -226,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "tabular":
         data = args.data or (PROJECT_ROOT / DEFAULT_DATA)
         meta["title"] = "Tabular: 18 ADBench sets"
-        tasks = tabular_tasks(data, args.seeds, args.datasets)
+        tasks = tabular_tasks(data, args.seeds, args.datasets, args.order)
         runner: Callable[[Split, int, dict[str, Any]], Outcome] = run_project_detector
     else:
         data = args.data or (PROJECT_ROOT / MNIST_DATA)
