@@ -292,6 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
     evaluate.add_argument(
+        "--anomalies",
+        type=Path,
+        metavar="FILE",
+        help="conditional image models (their labels are the condition): one 0/1 per image, 1 = anomalous "
+        "(.npy, or one value per line)",
+    )
+    evaluate.add_argument(
         "--holdout",
         type=_fraction_arg,
         metavar="FRACTION",
