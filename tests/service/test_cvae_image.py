@@ -196,3 +196,16 @@ def test_evaluate_of_an_unconditional_model_refuses_anomalies(tiny_image_model_d
     capsys.readouterr()
     assert main(["evaluate", str(tiny_image_model_dir), str(data), "--anomalies", str(tmp_path / "flags.txt")]) == 2
     assert "--anomalies is for conditional image models" in capsys.readouterr().err
+
+
+def test_encode_and_interpolate_run_given_the_labels(image_cvae_client: TestClient):
+    arrays = [bars(1, seed=21, label="v")[0].tolist(), bars(1, seed=22, label="h")[0].tolist()]
+    encoded = image_cvae_client.post("/encode", json={"arrays": arrays, "labels": ["v", "h"]})
+    assert encoded.status_code == 200, encoded.text
+    assert all(len(r["mean"]) == 2 and len(r["std"]) == 2 for r in encoded.json()["results"])
+    path = image_cvae_client.post("/interpolate", json={"arrays": arrays, "labels": ["v", "h"], "steps": 4})
+    assert path.status_code == 200, path.text
+    points = path.json()["points"]
+    assert len(points) == 4 and all(Image.open(io.BytesIO(base64.b64decode(p))).size == (8, 8) for p in points)
+    unlabelled = image_cvae_client.post("/interpolate", json={"arrays": arrays, "steps": 4})
+    assert unlabelled.status_code == 422 and unlabelled.json()["detail"][0]["loc"] == ["body", "labels"]
