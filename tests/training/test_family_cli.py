@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from model.detector import Detector
-from training.cli import main
-from training.trainer import OptionsError, TrainConfig
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.trainer import OptionsError, TrainConfig
 
 TRAIN = ["--epochs", "2", "--quiet", "--device", "cpu", "--label-column", "label"]
 
@@ -90,8 +90,8 @@ def test_discriminator_widths_must_be_positive_integers(labelled_csv: Path, tmp_
 def test_every_family_option_has_a_train_flag():
     """A family's config fields are its flags (`--name-with-dashes`): a new option cannot be
     forgotten in the CLI."""
-    from training.cli import build_parser
-    from training.trainer import family_option_names
+    from vae_anomaly.training.cli import build_parser
+    from vae_anomaly.training.trainer import family_option_names
 
     train = next(
         action for action in build_parser()._actions if getattr(action, "choices", None) and "train" in action.choices
