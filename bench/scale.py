@@ -106,6 +106,7 @@ def main() -> None:
         sink.write(json.dumps({"environment": environment(), "argv": sys.argv[1:]}) + "\n")
     cli = [sys.executable, "-m", "training.cli"]
     device = ["--device", "cpu"]
+    epochs = str(args.epochs)
     for rows in args.rows:
         data = args.work / f"rows-{rows}.parquet"
         if not data.exists():
@@ -113,7 +114,7 @@ def main() -> None:
         model = args.work / f"model-{rows}"
         out = args.work / f"scores-{rows}.parquet"
         steps = {
-            "train": [*cli, "train", str(data), "--stream", "--out", str(model), "--epochs", str(args.epochs), "--quiet"],
+            "train": [*cli, "train", str(data), "--stream", "--out", str(model), "--quiet", "--epochs", epochs],
             "score": [*cli, "score", str(model), str(data), "--out", str(out)],
         }
         for step, command in steps.items():
