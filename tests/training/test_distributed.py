@@ -84,10 +84,15 @@ def _worker(rank: int, store: str, out: str, broken: bool, stream: bool = False)
             pd.DataFrame(_frame_columns(400, 0)).to_parquet(path, row_group_size=50)
         dist.barrier()
         result = fit_stream(path, config, ReadOptions(chunk_rows=50), progress=False)
-        single = None
+        single, calibration_scored = None, list(scored)
     else:
         result = fit_detector(_frame_columns(400, 0), config, progress=False)
         single = _single_process_calibration(result.detector)
+        calibration_scored = list(scored)  # this fit's calls only, not those of the pairs below
+        if not broken:  # the other kinds and the aae in the same group (no second spawn)
+            from tests.training.test_distributed_kinds import FAST_PAIRS, train_pairs
+
+            (Path(out) / f"pairs{rank}.json").write_text(json.dumps(train_pairs(FAST_PAIRS)))
     state = {k: v.contiguous() for k, v in result.detector.network.state_dict().items()}
     save_file(state, str(Path(out) / f"rank{rank}.safetensors"))
     summary = {
@@ -95,7 +100,8 @@ def _worker(rank: int, store: str, out: str, broken: bool, stream: bool = False)
         "writer": result.world.is_writer,
         "calibration": result.detector.manifest.calibration_scores,
         "single_process_calibration": single,
-        "calibration_scored": scored,
+        "calibration_scored": calibration_scored,
+        "out": out,
     }
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(summary))
     dist.barrier()
@@ -148,6 +154,17 @@ def test_each_rank_scores_its_part_of_calibration_and_gets_one_process_scores(ra
     assert (summary0["calibration_scored"], summary1["calibration_scored"]) == ([32], [48])
     assert summary0["calibration"] == summary0["single_process_calibration"]
     assert len(summary0["calibration"]) == 80
+
+
+def test_images_sequences_and_the_aae_train_one_model_on_two_ranks(ranks, tmp_path_factory):
+    """`tests/training/test_distributed_kinds.py`'s check on its `FAST_PAIRS`, trained by the same
+    workers; the whole matrix of kinds and families is there, marked slow."""
+    from tests.training.test_distributed_kinds import FAST_PAIRS, check_pair
+
+    out = Path(ranks[0][1]["out"])
+    pairs = [json.loads((out / f"pairs{r}.json").read_text()) for r in range(WORLD)]
+    for kind, family in FAST_PAIRS:
+        check_pair(pairs, kind, family)
 
 
 def test_a_loss_outside_ddp_forward_is_caught(tmp_path):
