@@ -104,7 +104,7 @@ def main() -> None:
     done = done_steps(results)
     with results.open("a") as sink:
         sink.write(json.dumps({"environment": environment(), "argv": sys.argv[1:]}) + "\n")
-    cli = [sys.executable, "-m", "training.cli"]
+    cli = [sys.executable, "-m", "vae_anomaly.training.cli"]
     device = ["--device", "cpu"]
     epochs = str(args.epochs)
     for rows in args.rows:

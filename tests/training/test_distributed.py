@@ -19,7 +19,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from training.distributed import World
+from vae_anomaly.training.distributed import World
 
 WORLD = 2
 
@@ -41,28 +41,25 @@ def _worker(rank: int, store: str, out: str, broken: bool, stream: bool = False)
 
     import torch.distributed as dist
 
-    import training.tabular
-    import training.trainer
+    from vae_anomaly.training import tabular, trainer
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     scored: list[int] = []  # inputs of each calibration scoring call of the trainer on this rank
-    score_in_chunks = training.trainer.score_in_chunks
+    score_in_chunks = trainer.score_in_chunks
 
     def counted(network, batch, *args, **kwargs):
         scored.append(len(batch))
         return score_in_chunks(network, batch, *args, **kwargs)
 
-    training.trainer.score_in_chunks = counted  # type: ignore[assignment]
-    training.tabular.fit = functools.partial(training.trainer.fit, chunk_size=CHUNK)  # type: ignore[assignment]
+    trainer.score_in_chunks = counted  # type: ignore[assignment]
+    tabular.fit = functools.partial(trainer.fit, chunk_size=CHUNK)  # type: ignore[assignment]
     if broken:
         # The mistake the test must catch: a loss built without DDP's forward (here: no wrapper at
         # all) trains every rank apart, without any error.
-        import training.trainer as trainer
-
         trainer._wrap = lambda network, world: network  # type: ignore[assignment]
-    from training.tabular import fit_detector
-    from training.trainer import TrainConfig
+    from vae_anomaly.training.tabular import fit_detector
+    from vae_anomaly.training.trainer import TrainConfig
 
     config = TrainConfig(
         epochs=6,
@@ -77,7 +74,7 @@ def _worker(rank: int, store: str, out: str, broken: bool, stream: bool = False)
     if stream:  # the streamed fit: chunks shared out by rank, same number of steps on every rank
         import pandas as pd
 
-        from training.streaming import ReadOptions, fit_stream
+        from vae_anomaly.training.streaming import ReadOptions, fit_stream
 
         path = Path(out) / "rows.parquet"
         if rank == 0:
@@ -112,9 +109,9 @@ def _worker(rank: int, store: str, out: str, broken: bool, stream: bool = False)
 def _single_process_calibration(detector) -> list[float]:
     """The calibration rows of `fit_detector` (its seeded split of the 400 rows) scored by the
     trained detector in this one process, sorted as the manifest stores them."""
-    from model.kinds.tabular.preprocessing import check_columns
-    from model.thresholds import sort_calibration
-    from training.data import split_rows
+    from vae_anomaly.model.kinds.tabular.preprocessing import check_columns
+    from vae_anomaly.model.thresholds import sort_calibration
+    from vae_anomaly.training.data import split_rows
 
     checked = check_columns(detector.kind.schema, _frame_columns(400, 0))
     rows = split_rows(400, 0.1, 0.2, 0).calibration

@@ -25,7 +25,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from model.families import FAMILIES
+from vae_anomaly.model.families import FAMILIES
 
 WORLD = 2
 SEQUENCE_FAMILIES = [name for name in FAMILIES if name != "cvae"]  # a sensor stream has no condition
@@ -37,8 +37,8 @@ PAIRS = (
 
 
 def _tabular(family: str):
-    from training.tabular import fit_detector
-    from training.trainer import TrainConfig
+    from vae_anomaly.training.tabular import fit_detector
+    from vae_anomaly.training.trainer import TrainConfig
 
     rng = np.random.default_rng(0)
     a = rng.normal(10.0, 2.0, 240)
@@ -52,10 +52,10 @@ def _tabular(family: str):
 
 
 def _image(family: str):
-    from model.conditions import fit_condition_spec
-    from model.kinds.image.images import ImageSpec
-    from training.image_trainer import fit_image_detector
-    from training.trainer import TrainConfig
+    from vae_anomaly.model.conditions import fit_condition_spec
+    from vae_anomaly.model.kinds.image.images import ImageSpec
+    from vae_anomaly.training.image_trainer import fit_image_detector
+    from vae_anomaly.training.trainer import TrainConfig
 
     rng = np.random.default_rng(0)
     images = np.zeros((120, 1, 8, 8), dtype=np.float32)
@@ -72,7 +72,7 @@ def _image(family: str):
 
 
 def _sequence(family: str):
-    from training.sequence import fit_sequence_detector, sequence_train_config
+    from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
 
     t = np.arange(300)
     rng = np.random.default_rng(0)

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from training.batch_scoring import iter_frames
-from training.record_batches import count_rows, record_batches
-from training.streaming import ReadOptions, read_chunks
+from vae_anomaly.training.batch_scoring import iter_frames
+from vae_anomaly.training.record_batches import count_rows, record_batches
+from vae_anomaly.training.streaming import ReadOptions, read_chunks
 
 GROUPS, GROUP_ROWS = 48, 4096
 
@@ -57,9 +57,9 @@ def _held_bytes(batches) -> tuple[int, int]:
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_readers_hold_a_batch_not_the_file(long_files: dict[str, Path], fmt: str, monkeypatch):
-    import training.record_batches
+    from vae_anomaly.training import record_batches as reader
 
-    monkeypatch.setattr(training.record_batches, "CSV_BLOCK_BYTES", 1 << 16, raising=False)  # ~1/100 of the file
+    monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", 1 << 16, raising=False)  # ~1/100 of the file
     path = long_files[fmt]
     whole = pa.Table.from_pandas(_frame(GROUPS * GROUP_ROWS, 0), preserve_index=False).nbytes
     for batches in (
@@ -99,7 +99,7 @@ def test_csv_text_columns_and_empty_cells(tmp_path: Path):
 
 
 def test_other_formats_are_refused(tmp_path: Path):
-    from training.record_batches import FormatError
+    from vae_anomaly.training.record_batches import FormatError
 
     with pytest.raises(FormatError, match=r"reads \.parquet .* or \.csv, not '\.json'"):
         list(record_batches(tmp_path / "rows.json", 10))
