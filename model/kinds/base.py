@@ -245,5 +245,6 @@ class DataKind(Protocol):
 
     def calibrated_config(self, terms: ScoreTerms) -> BaseModel:
         """The kind's manifest section once the calibration inputs are scored (the image kind adds
-        its per-pixel error baseline)."""
+        its per-pixel error baseline). Read only the per-input arrays of `terms`: under data-parallel
+        training they are gathered from the ranks and `terms.expected` is None."""
         ...
