@@ -25,7 +25,14 @@ from model.kinds.tabular.backbone import DecoderOutput, TabularDecoder, TabularE
 from model.kinds.tabular.explanations import explain_masked
 from model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
 from model.kinds.tabular.likelihood import feature_log_probs
-from model.kinds.tabular.preprocessing import Columns, EncodedBatch, Preprocessing, TabularCodec, check_columns
+from model.kinds.tabular.preprocessing import (
+    Columns,
+    EncodedBatch,
+    NumericScaling,
+    Preprocessing,
+    TabularCodec,
+    check_columns,
+)
 from model.kinds.tabular.requests import ColumnarScoreRequest, ScoreRequest
 from model.kinds.tabular.schema import FeatureSpec, Schema
 from model.scoring import ScoreBatch, ScoreTerms, ScoringConfig, ScoringNetwork, result_fields, score_in_chunks
@@ -52,6 +59,9 @@ class TabularOptions(BaseModel):
     hidden_dims: list[PositiveInt] | None = Field(default=None, description="default: two layers from the input width")
     numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
     numeric_logvar_min: float = Field(default=-4.6, le=0.0)
+    numeric_scaling: NumericScaling = Field(
+        default="standard", description="tails: asinh scaling of heavy-tailed numeric features"
+    )
     dropout: float = Field(default=0.0, ge=0, lt=1)
     condition_columns: list[str] = Field(
         default_factory=list,
