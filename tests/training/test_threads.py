@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from model.threads import FLOPS_PER_THREAD, forward_flops, threads_for, torch_threads
-from training.cli import build_parser, main
-from training.tabular import fit_detector
-from training.trainer import TrainConfig
+from vae_anomaly.model.threads import FLOPS_PER_THREAD, forward_flops, threads_for, torch_threads
+from vae_anomaly.training.cli import build_parser, main
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainConfig
 
 
 def test_threads_for_grows_with_the_work_and_stops_at_the_cores():
