@@ -177,11 +177,10 @@ def _fit(
     return fit(kind, split, batches, config, version, progress, started)  # type: ignore[arg-type]
 
 
-SEQUENCE_DEFAULTS = {"epochs": 60, "patience": 10, "score_samples": 16, "validation_trim": 0.0}
+SEQUENCE_DEFAULTS = {"epochs": 60, "patience": 10, "score_samples": 16}
 """Where sequence training departs from the tabular defaults: a few hundred windows of a stream
 fit within tens of epochs (SKAB: best epochs ~15-40), and each posterior draw is a decoder pass
-over T steps. The trimmed early-stopping objective of tables is not used: SKAB was not re-measured
-with it."""
+over T steps."""
 
 
 def sequence_train_config(**fields: object) -> TrainConfig:

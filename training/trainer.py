@@ -92,10 +92,7 @@ class TrainConfig(BaseModel):
     patience: int = Field(default=50, ge=1)
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     validation_trim: float = Field(
-        default=0.02,
-        ge=0,
-        lt=0.5,
-        description="early stopping: share of the worst validation rows left out (training.rows.validation_objective)",
+        default=0.0, ge=0, lt=0.5, description="early stopping: share of the worst validation rows left out"
     )
     calibration_fraction: float = Field(default=0.2, gt=0, lt=0.5)
     score_method: ScoreMethod | None = Field(default=None, description="default: the family's default score")
