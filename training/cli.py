@@ -28,6 +28,7 @@ from vae_anomaly.model.families import FAMILIES
 from vae_anomaly.model.kinds.tabular.kind import TabularKind
 from vae_anomaly.model.kinds.tabular.schema import Schema, read_schema
 from vae_anomaly.model.scoring import ScoreBatch
+from vae_anomaly.model.threads import torch_threads
 from vae_anomaly.model.thresholds import DEFAULT_TARGETS
 from vae_anomaly.training.data import (
     DataError,
@@ -76,6 +77,17 @@ def _columns_arg(text: str) -> list[str]:
     return names
 
 
+def _widths_arg(text: str) -> list[int]:
+    """`64,32` → [64, 32]: layer widths, each a positive integer."""
+    try:
+        widths = [int(part) for part in text.split(",")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer widths separated by commas, got {text!r}")
+    return widths
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Appends "(default: X)" to an option's help when it has a real default the text does not
     already state (argparse's ArgumentDefaultsHelpFormatter also prints None and False)."""
@@ -101,6 +113,16 @@ def package_version() -> str:
         return version("vae-anomaly")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _positive_int_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def _fraction_arg(text: str) -> float:
@@ -199,7 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sparsity", type=float, default=None, help="sparse-ae: weight of the L1 code penalty (1e-2)")
     train.add_argument("--top-latent-dim", type=int, default=None, help="hvae: size of z2 (default latent-dim / 2)")
     train.add_argument(
+        "--hidden-dim", type=int, default=None, help="hvae: width of the MLPs between z1 and z2 (default 64)"
+    )
+    train.add_argument(
         "--adversarial-weight", type=float, default=None, help="aae: weight of the discriminator loss (default 1)"
+    )
+    train.add_argument(
+        "--discriminator-dims",
+        type=_widths_arg,
+        default=None,
+        metavar="W,W",
+        help="aae: hidden layer widths of the discriminator (default 64,64)",
     )
     train.add_argument(
         "--condition-columns",
@@ -221,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument(
+        "--threads",
+        type=_positive_int_arg,
+        default=None,
+        help="intra-op CPU threads for training (default: by the work per step, one for every tabular default)",
+    )
     train.add_argument(
         "--threshold",
         type=_threshold_arg,
@@ -262,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--explain", type=int, default=3, help="top features per row")
     score.add_argument("--device", default="auto")
     score.add_argument(
+        "--threads",
+        type=_positive_int_arg,
+        default=None,
+        help="intra-op CPU threads for scoring (default: those the model was trained with, else torch's)",
+    )
+    score.add_argument(
         "--engine",
         choices=("local", "dask"),
         default="local",
@@ -283,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--normal-value", help="label of normal rows or images (default 0)")
     evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
+    evaluate.add_argument(
+        "--anomalies",
+        type=Path,
+        metavar="FILE",
+        help="conditional image models (their labels are the condition): one 0/1 per image, 1 = anomalous "
+        "(.npy, or one value per line)",
+    )
     evaluate.add_argument(
         "--holdout",
         type=_fraction_arg,
@@ -348,21 +399,13 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
     optional = {
         "epochs": args.epochs,
         "patience": args.patience,
-        "beta": args.beta,
-        "kl_warmup_epochs": args.kl_warmup_epochs,
-        "feature_dropout": args.feature_dropout,
-        "iwae_samples": args.iwae_samples,
-        "noise": args.noise,
-        "noise_type": args.noise_type,
-        "sparsity": args.sparsity,
-        "top_latent_dim": args.top_latent_dim,
-        "adversarial_weight": args.adversarial_weight,
         "likelihood": args.likelihood,
         "score_method": args.score_method,
         "condition_columns": args.condition_columns,
     }
-    given = {name: value for name, value in optional.items() if value is not None}
     family_flags = set().union(*family_option_names().values())
+    optional.update({name: getattr(args, name) for name in family_flags})  # each family option has its flag
+    given = {name: value for name, value in optional.items() if value is not None}
     refusal = refused_family_options(args.family, family_flags & set(given), lambda name: "--" + name.replace("_", "-"))
     if refusal:
         raise OptionsError(refusal)
@@ -374,6 +417,7 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         learning_rate=args.learning_rate,
         seed=args.seed,
         device=args.device,
+        threads=args.threads,
         thresholds={**DEFAULT_TARGETS, **dict(args.threshold)},
         active_threshold=args.active_threshold,
     )
@@ -470,10 +514,27 @@ def _flat_row(result: dict[str, object]) -> dict[str, object]:
     return row
 
 
+def scoring_threads(args: argparse.Namespace, detector: Detector) -> int | None:
+    """`--threads`, else the threads the model trained with (chosen by its size, recorded in the
+    manifest's training summary), else None: torch's own default."""
+    if args.threads is not None:
+        return int(args.threads)
+    recorded = (detector.manifest.training or {}).get("threads")
+    return int(recorded) if isinstance(recorded, int) and recorded > 0 else None
+
+
 def score_command(args: argparse.Namespace) -> int:
     if args.engine != "dask":  # dask writes a Parquet folder
         check_out_path(args.out)
     loaded = Detector.load(args.model_dir, args.device)
+    threads = scoring_threads(args, loaded)
+    if threads is None:
+        return _score_command(args, loaded)
+    with torch_threads(threads):
+        return _score_command(args, loaded)
+
+
+def _score_command(args: argparse.Namespace, loaded: Detector) -> int:
     if args.id_column is not None and loaded.kind.name != "tabular":
         raise DataError(f"--id-column is for tabular models; {loaded.kind.name} results carry their own position")
     if loaded.kind.name == "image":
