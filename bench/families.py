@@ -48,7 +48,7 @@ from bench.detection import (
 )
 from bench.images import DEFAULT_DATA as MNIST_DATA
 from bench.images import load_mnist, one_class_split, run_project_images
-from model.families import FAMILIES
+from vae_anomaly.model.families import FAMILIES
 
 Task = tuple[str, int, Callable[[], Split]]
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.part == "report":
         return report(args.results, args.markdown)
-    logging.getLogger("training.trainer").setLevel(logging.ERROR)  # small calibration sets: noise here
+    logging.getLogger("vae_anomaly.training.trainer").setLevel(logging.ERROR)  # small calibration sets: noise here
     meta = {"environment": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if args.part == "tabular":
         data = args.data or (PROJECT_ROOT / DEFAULT_DATA)

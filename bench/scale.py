@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    cli = [sys.executable, "-m", "training.cli"]
+    cli = [sys.executable, "-m", "vae_anomaly.training.cli"]
     results = []
     for rows in args.rows:
         data = args.work / f"rows-{rows}.parquet"

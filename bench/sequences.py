@@ -30,11 +30,11 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from model.kinds.sequence.preprocessing import fit_scaling
-from model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
-from model.thresholds import sort_calibration, threshold_for_fpr
-from training.sequence import calibration_stride_for
-from training.sequence_data import split_windows, time_split_bounds
+from vae_anomaly.model.kinds.sequence.preprocessing import fit_scaling
+from vae_anomaly.model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
+from vae_anomaly.model.thresholds import sort_calibration, threshold_for_fpr
+from vae_anomaly.training.sequence import calibration_stride_for
+from vae_anomaly.training.sequence_data import split_windows, time_split_bounds
 
 DEFAULT_DATA = Path("../shared/datasets/skab")
 FOLDERS = ("valve1", "valve2", "other")
@@ -283,7 +283,7 @@ class ProjectFitted:
     `vae-anomaly train --kind sequence` runs) on one file's training rows."""
 
     def __init__(self, values: np.ndarray, sensors: list[str], options: dict[str, Any]):
-        from training.sequence import fit_sequence_detector, sequence_train_config
+        from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
 
         config = sequence_train_config(device="cpu", **options)
         self.detector = fit_sequence_detector(values, sensors, config, progress=False).detector
@@ -297,7 +297,7 @@ class ProjectFitted:
 def project_fitter(overrides: dict[str, Any], seed: int) -> tuple[Callable[[np.ndarray, list[str]], Fitted], Protocol_]:
     """The default `vae-anomaly train --kind sequence` (plus `--set` overrides), and the protocol
     the references share with it: its window, and its calibration windows (`calibration_stride_for`)."""
-    from model.kinds.sequence.kind import SequenceOptions
+    from vae_anomaly.model.kinds.sequence.kind import SequenceOptions
 
     options = {"seed": seed, **overrides}
     kind_options = SequenceOptions.model_validate(

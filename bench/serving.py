@@ -274,9 +274,9 @@ def compute_floor(model_dir: Path, rows: np.ndarray, seconds: float, threads: in
     """
     import torch
 
-    from model.detector import Detector
-    from service.server import threads_per_worker
-    from service.settings import Settings
+    from vae_anomaly.model.detector import Detector
+    from vae_anomaly.service.server import threads_per_worker
+    from vae_anomaly.service.settings import Settings
 
     torch.set_num_threads(threads or threads_per_worker(Settings(workers=1, torch_threads=None)))
     detector = Detector.load(model_dir, "cpu")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model.errors import InputError, InputIssue
+from vae_anomaly.model.errors import InputError, InputIssue
 
 Loc = tuple[str | int, ...]
 

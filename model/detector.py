@@ -17,15 +17,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.artifact import Manifest, check_weights_file, load_weights, read_manifest, save_artifact, weight_shapes
-from model.errors import ArtifactError, InputError, InputIssue, UnsupportedError
-from model.families import FAMILIES
-from model.families.base import Family, FamilyNetwork
-from model.kinds import KINDS
-from model.kinds.base import DataKind
-from model.latent import LatentCode, encode_in_chunks, interpolate_codes, interpolation_weights
-from model.scoring import ScoreBatch, ScoreTerms, posterior_noise, score_in_chunks
-from model.thresholds import ThresholdSet, p_values, sort_calibration
+from vae_anomaly.model.artifact import (
+    Manifest,
+    check_weights_file,
+    load_weights,
+    read_manifest,
+    save_artifact,
+    weight_shapes,
+)
+from vae_anomaly.model.errors import ArtifactError, InputError, InputIssue, UnsupportedError
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.families.base import Family, FamilyNetwork
+from vae_anomaly.model.kinds import KINDS
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.latent import LatentCode, encode_in_chunks, interpolate_codes, interpolation_weights
+from vae_anomaly.model.scoring import ScoreBatch, ScoreTerms, posterior_noise, score_in_chunks
+from vae_anomaly.model.thresholds import ThresholdSet, p_values, sort_calibration
 
 __all__ = ["Detector", "Interpolation", "ScoreBatch", "load_detector", "resolve_device"]
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.errors import error_body
-from service.settings import get_settings
+from vae_anomaly.service.errors import error_body
+from vae_anomaly.service.settings import get_settings
 
 
 def _timeout_response(seconds: float) -> bytes:
@@ -83,8 +83,8 @@ class H11ReadTimeoutProtocol(ReadTimeout, H11Protocol):  # type: ignore[misc]
 
 
 PROTOCOLS = {
-    "h11": "service.protocol:H11ReadTimeoutProtocol",
-    "httptools": "service.protocol:HttpToolsReadTimeoutProtocol",
+    "h11": "vae_anomaly.service.protocol:H11ReadTimeoutProtocol",
+    "httptools": "vae_anomaly.service.protocol:HttpToolsReadTimeoutProtocol",
 }
 """uvicorn's `http` argument by parser, as import strings: the workers of `--workers N` import them."""
 

@@ -18,9 +18,9 @@ import logging
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.errors import INTERNAL_ERROR, error_body, error_parts
-from service.routes import score_response
-from service.state import ServiceState
+from vae_anomaly.service.errors import INTERNAL_ERROR, error_body, error_parts
+from vae_anomaly.service.routes import score_response
+from vae_anomaly.service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 

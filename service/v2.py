@@ -25,12 +25,12 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from model.detector import Detector
-from model.errors import InputError, ModelError
-from service.batching import score_body
-from service.errors import ApiError
-from service.metrics import ModelMetrics
-from service.state import ServiceState, get_state
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.errors import InputError, ModelError
+from vae_anomaly.service.batching import score_body
+from vae_anomaly.service.errors import ApiError
+from vae_anomaly.service.metrics import ModelMetrics
+from vae_anomaly.service.state import ServiceState, get_state
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (KServe V2)"])
 

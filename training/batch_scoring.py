@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from model.detector import Detector
-from training.data import DataError, _frame_columns
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.training.data import DataError, _frame_columns
 
 if TYPE_CHECKING:
     import pandas as pd

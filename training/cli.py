@@ -22,25 +22,38 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from model.detector import Detector
-from model.errors import InputError, ModelError
-from model.families import FAMILIES
-from model.kinds.tabular.kind import TabularKind
-from model.kinds.tabular.schema import Schema, read_schema
-from model.scoring import ScoreBatch
-from model.thresholds import DEFAULT_TARGETS
-from training.data import DataError, anomaly_labels, holdout_rows, normal_mask, read_table, suspicious_columns
-from training.encode_cli import add_encode_parser, encode_command
-from training.evaluate import detection_metrics, model_metrics, write_report
-from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
-from training.image_data import is_image_source
-from training.image_trainer import IMAGE_DEFAULTS, image_train_config
-from training.latent_report import write_latent_section
-from training.output import check_out_path, progress_bar, write_results
-from training.sequence import sequence_train_config
-from training.sequence_cli import score_sequences_file, train_sequences
-from training.tabular import fit_detector
-from training.trainer import OptionsError, TrainConfig, family_option_names, refused_family_options, training_report
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.errors import InputError, ModelError
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.kinds.tabular.kind import TabularKind
+from vae_anomaly.model.kinds.tabular.schema import Schema, read_schema
+from vae_anomaly.model.scoring import ScoreBatch
+from vae_anomaly.model.thresholds import DEFAULT_TARGETS
+from vae_anomaly.training.data import (
+    DataError,
+    anomaly_labels,
+    holdout_rows,
+    normal_mask,
+    read_table,
+    suspicious_columns,
+)
+from vae_anomaly.training.encode_cli import add_encode_parser, encode_command
+from vae_anomaly.training.evaluate import detection_metrics, model_metrics, write_report
+from vae_anomaly.training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
+from vae_anomaly.training.image_data import is_image_source
+from vae_anomaly.training.image_trainer import IMAGE_DEFAULTS, image_train_config
+from vae_anomaly.training.latent_report import write_latent_section
+from vae_anomaly.training.output import check_out_path, progress_bar, write_results
+from vae_anomaly.training.sequence import sequence_train_config
+from vae_anomaly.training.sequence_cli import score_sequences_file, train_sequences
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import (
+    OptionsError,
+    TrainConfig,
+    family_option_names,
+    refused_family_options,
+    training_report,
+)
 
 logger = logging.getLogger("vae_anomaly")
 
@@ -416,7 +429,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def _train_stream(args: argparse.Namespace, config: TrainConfig, overrides: Schema | None) -> int:
     """`train --stream`: the tabular fit of `training.streaming`, one record batch at a time."""
-    from training.streaming import ReadOptions, fit_stream
+    from vae_anomaly.training.streaming import ReadOptions, fit_stream
 
     options = ReadOptions(
         chunk_rows=args.chunk_rows,
@@ -480,7 +493,7 @@ def score_command(args: argparse.Namespace) -> int:
 
 def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
     """Tables in bounded memory: record batches in one process, or partitions on Dask."""
-    from training.batch_scoring import score_file_dask, score_file_streaming
+    from vae_anomaly.training.batch_scoring import score_file_dask, score_file_streaming
 
     if args.engine == "dask":
         if args.id_column is not None:
@@ -531,7 +544,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """Hand over to service/server.py by import string (see the module docstring)."""
     import importlib
 
-    server = importlib.import_module("service.server")
+    server = importlib.import_module("vae_anomaly.service.server")
     if getattr(args, "log_format", None):  # the workers read their settings from the environment
         os.environ["VAE_ANOMALY_LOG_FORMAT"] = args.log_format
     return server.serve(args.model_dir, args.host, args.port, args.workers, args.device)
@@ -565,10 +578,10 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.kind == "image":
         return demo_image(args, train, serve_command)
     if args.kind == "sequence":
-        from training.sequence_demo import demo_sequence
+        from vae_anomaly.training.sequence_demo import demo_sequence
 
         return demo_sequence(args, train, serve_command)
-    from training.demo_data import LABEL, demo_records, make_demo_frame
+    from vae_anomaly.training.demo_data import LABEL, demo_records, make_demo_frame
 
     data_path = args.dir / "data" / "demo.csv"
     test_path = args.dir / "data" / "demo_test.csv"

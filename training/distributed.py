@@ -1,6 +1,6 @@
 """Data-parallel training with PyTorch's `DistributedDataParallel`, launched by `torchrun`.
 
-`torchrun --nproc_per_node N -m training.cli train …` starts N copies of the CLI with `RANK`,
+`torchrun --nproc_per_node N -m vae_anomaly.training.cli train …` starts N copies of the CLI with `RANK`,
 `LOCAL_RANK`, `WORLD_SIZE` and a rendezvous in their environment; `World.from_environment` joins
 that process group (gloo on the CPU, nccl with `cuda:{LOCAL_RANK}` on GPUs). A caller that has
 already initialised a group (the tests, with a file store) is joined as it is. Without either,

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from model.conditions import fit_condition_spec
-from model.detector import Detector
-from model.families import FAMILIES
-from model.kinds.image.images import ImageSpec, encode_png, images_from_array
-from model.kinds.image.kind import ImageKind
-from training.data import DataError, anomaly_labels, holdout_rows, normal_mask
-from training.evaluate import model_metrics, write_report
-from training.image_data import ImageSet, read_images
-from training.image_report import write_image_report
-from training.image_trainer import fit_image_detector
-from training.output import progress_bar, write_results
-from training.trainer import TrainConfig, training_report
+from vae_anomaly.model.conditions import fit_condition_spec
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.kinds.image.images import ImageSpec, encode_png, images_from_array
+from vae_anomaly.model.kinds.image.kind import ImageKind
+from vae_anomaly.training.data import DataError, anomaly_labels, holdout_rows, normal_mask
+from vae_anomaly.training.evaluate import model_metrics, write_report
+from vae_anomaly.training.image_data import ImageSet, read_images
+from vae_anomaly.training.image_report import write_image_report
+from vae_anomaly.training.image_trainer import fit_image_detector
+from vae_anomaly.training.output import progress_bar, write_results
+from vae_anomaly.training.trainer import TrainConfig, training_report
 
 DEMO_NORMAL_DIGIT = 0
 

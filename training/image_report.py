@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from model.detector import Detector
-from model.kinds.image.backbone import ImageDecoderOutput
-from model.kinds.image.images import ImageInputs, encode_png, to_channels
-from model.kinds.image.kind import ImageKind
-from model.kinds.image.render import heatmap_overlay, image_grid
-from model.scoring import ScoreBatch
-from training.latent_report import write_latent_section
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.image.backbone import ImageDecoderOutput
+from vae_anomaly.model.kinds.image.images import ImageInputs, encode_png, to_channels
+from vae_anomaly.model.kinds.image.kind import ImageKind
+from vae_anomaly.model.kinds.image.render import heatmap_overlay, image_grid
+from vae_anomaly.model.scoring import ScoreBatch
+from vae_anomaly.training.latent_report import write_latent_section
 
 EXTREMES = 8
 """Images shown at each end of the score ranking."""

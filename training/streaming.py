@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from model.detector import resolve_device
-from model.errors import SchemaError
-from model.families.base import FamilyNetwork
-from model.kinds.tabular.kind import TabularKind, TabularKindConfig, TabularOptions, tabular_network_config
-from model.kinds.tabular.preprocessing import (
+from vae_anomaly.model.detector import resolve_device
+from vae_anomaly.model.errors import SchemaError
+from vae_anomaly.model.families.base import FamilyNetwork
+from vae_anomaly.model.kinds.tabular.kind import TabularKind, TabularKindConfig, TabularOptions, tabular_network_config
+from vae_anomaly.model.kinds.tabular.preprocessing import (
     MIN_SCALE,
     Columns,
     NumericStats,
@@ -48,10 +48,10 @@ from model.kinds.tabular.preprocessing import (
     TabularCodec,
     check_columns,
 )
-from model.kinds.tabular.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
-from training.data import DataError, _frame_columns, normal_mask
-from training.distributed import World
-from training.trainer import TrainConfig, TrainResult, fit_rows
+from vae_anomaly.model.kinds.tabular.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
+from vae_anomaly.training.data import DataError, _frame_columns, normal_mask
+from vae_anomaly.training.distributed import World
+from vae_anomaly.training.trainer import TrainConfig, TrainResult, fit_rows
 
 logger = logging.getLogger(__name__)
 

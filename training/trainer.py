@@ -21,17 +21,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
-from model.artifact import Manifest, library_versions, utc_now
-from model.detector import Detector, resolve_device
-from model.families import FAMILIES
-from model.families.base import FamilyConfig, FamilyNetwork, TrainStep
-from model.kinds import KINDS
-from model.kinds.base import DataKind
-from model.scoring import ScoreMethod, ScoringConfig, posterior_noise, score_in_chunks
-from model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
-from training.data import Split
-from training.distributed import SINGLE, World
-from training.rows import InMemoryRows, TrainRows, mean_elbo
+from vae_anomaly.model.artifact import Manifest, library_versions, utc_now
+from vae_anomaly.model.detector import Detector, resolve_device
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.families.base import FamilyConfig, FamilyNetwork, TrainStep
+from vae_anomaly.model.kinds import KINDS
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.scoring import ScoreMethod, ScoringConfig, posterior_noise, score_in_chunks
+from vae_anomaly.model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
+from vae_anomaly.training.data import Split
+from vae_anomaly.training.distributed import SINGLE, World
+from vae_anomaly.training.rows import InMemoryRows, TrainRows, mean_elbo
 
 _mean_elbo = mean_elbo  # the name the tests knew
 

@@ -26,12 +26,12 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from model.distributions import log_standard_normal
-from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
-from model.kinds.base import Corruption, DataKind
-from model.latent import LatentCode
-from model.networks import mlp
-from model.scoring import ScoreMethod, ScoreTerms
+from vae_anomaly.model.distributions import log_standard_normal
+from vae_anomaly.model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
+from vae_anomaly.model.kinds.base import Corruption, DataKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.model.networks import mlp
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
 class AEConfig(FamilyConfig):

@@ -19,9 +19,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from model.kinds.base import DataKind
-from model.latent import LatentCode
-from model.scoring import ScoreMethod, ScoreTerms
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
 class FamilyConfig(BaseModel):

@@ -17,8 +17,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
-from model.families.base import (
+from vae_anomaly.model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
+from vae_anomaly.model.families.base import (
     Family,
     FamilyConfig,
     FamilyNetwork,
@@ -26,9 +26,9 @@ from model.families.base import (
     TrainStep,
     variational_score_terms,
 )
-from model.kinds.base import Corruption, DataKind
-from model.latent import LatentCode
-from model.scoring import ScoreMethod, ScoreTerms
+from vae_anomaly.model.kinds.base import Corruption, DataKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
 class VAEConfig(FamilyConfig):

@@ -24,8 +24,8 @@ import torch
 from pydantic import BaseModel, Field, StrictInt, StringConstraints, model_validator
 from torch import nn
 
-from model.conditions import ConditionSpec
-from model.scoring import ScoreBatch, ScoreTerms
+from vae_anomaly.model.conditions import ConditionSpec
+from vae_anomaly.model.scoring import ScoreBatch, ScoreTerms
 
 
 class Batch(Protocol):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.detector import Detector
-from model.distributions import gaussian_kl
-from model.families.vae import is_mean_noise, reparameterize
-from model.kinds.tabular.kind import _cell_values, _expected_cells, _json_value
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.distributions import gaussian_kl
+from vae_anomaly.model.families.vae import is_mean_noise, reparameterize
+from vae_anomaly.model.kinds.tabular.kind import _cell_values, _expected_cells, _json_value
 
 
 def test_mean_noise_is_recognised():

@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from model.detector import Detector
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import API_TOKEN, make_bar_images, one_thread
-from training.cli import main
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.cli import main
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 

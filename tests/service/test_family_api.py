@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.detector import Detector, load_detector
-from model.families import FAMILIES
-from model.kinds.base import InputLimits
-from model.kinds.image.images import ImageSpec
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import API_TOKEN, image_tiny_config, make_bar_images, make_tiny_columns, one_thread, tiny_config
-from training.image_trainer import fit_image_detector
-from training.sequence import fit_sequence_detector, sequence_train_config
-from training.tabular import fit_detector
-from training.trainer import TrainResult
+from vae_anomaly.model.detector import Detector, load_detector
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.kinds.base import InputLimits
+from vae_anomaly.model.kinds.image.images import ImageSpec
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.image_trainer import fit_image_detector
+from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainResult
 
 SENSORS = ["pressure", "flow"]
 WINDOW = 6

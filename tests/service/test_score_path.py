@@ -14,11 +14,17 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.logs import BackgroundStreamHandler, JsonFormatter, RequestIdFilter, generated_request_id, request_id_var
-from service.metrics import ServiceMetrics
-from service.score_path import ScorePath
-from service.settings import Settings
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.logs import (
+    BackgroundStreamHandler,
+    JsonFormatter,
+    RequestIdFilter,
+    generated_request_id,
+    request_id_var,
+)
+from vae_anomaly.service.metrics import ServiceMetrics
+from vae_anomaly.service.score_path import ScorePath
+from vae_anomaly.service.settings import Settings
 
 BODIES = [
     {"records": [{"a": 10.0, "b": 30.1, "count": 3, "color": "red", "flag": False}]},

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.detector import load_detector
-from service.app import create_app
-from service.settings import Settings
-from training.sequence import fit_sequence_detector, sequence_train_config
+from vae_anomaly.model.detector import load_detector
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
 
 WINDOW = 8
 SENSORS = ["pressure", "flow"]

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-import service.server
-from service.multiprocess import prepare_directory, register_worker, sweep_dead_workers
+import vae_anomaly.service.server
+from vae_anomaly.service.multiprocess import prepare_directory, register_worker, sweep_dead_workers
 
 SERVE_VARIABLES = (
     *("VAE_ANOMALY_MODEL_DIR", "VAE_ANOMALY_DEVICE", "VAE_ANOMALY_WORKERS", "PROMETHEUS_MULTIPROC_DIR"),
-    *("VAE_ANOMALY_TORCH_THREADS", "VAE_ANOMALY_HTTP_STACK", *service.server.THREAD_VARIABLES),
+    *("VAE_ANOMALY_TORCH_THREADS", "VAE_ANOMALY_HTTP_STACK", *vae_anomaly.service.server.THREAD_VARIABLES),
 )
 """What `serve` reads or sets in the environment (for its workers): cleared around each test."""
 
@@ -27,9 +27,9 @@ def captured(monkeypatch) -> dict:
         if calls["metrics_dir"]:
             calls["files_at_start"] = sorted(p.name for p in Path(calls["metrics_dir"]).iterdir())
 
-    monkeypatch.setattr(service.server.uvicorn, "run", fake_run)
+    monkeypatch.setattr(vae_anomaly.service.server.uvicorn, "run", fake_run)
     # These tests are about what reaches uvicorn; the artifact check before it: test_serve_refusals.py
-    monkeypatch.setattr(service.server, "verify_artifact", lambda settings: True)
+    monkeypatch.setattr(vae_anomaly.service.server, "verify_artifact", lambda settings: True)
     for name in SERVE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     yield calls
@@ -38,9 +38,9 @@ def captured(monkeypatch) -> dict:
 
 
 def test_one_worker_by_default_without_multiprocess_metrics(captured, tmp_path):
-    assert service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
+    assert vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
     assert captured["workers"] == 1 and captured["metrics_dir"] is None
-    assert captured["app"] == "service.app:create_app" and captured["factory"] is True
+    assert captured["app"] == "vae_anomaly.service.app:create_app" and captured["factory"] is True
     assert captured["access_log"] is False
     assert captured["log_config"]["formatters"]["default"]["()"].endswith("JsonFormatter")
     assert captured["timeout_worker_healthcheck"] == 30
@@ -48,7 +48,7 @@ def test_one_worker_by_default_without_multiprocess_metrics(captured, tmp_path):
 
 def test_workers_from_the_environment_get_a_fresh_metrics_directory(captured, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_ANOMALY_WORKERS", "3")
-    assert service.server.serve(tmp_path, "0.0.0.0", 8000) == 0
+    assert vae_anomaly.service.server.serve(tmp_path, "0.0.0.0", 8000) == 0
     assert captured["workers"] == 3
     assert captured["files_at_start"] == []
     assert not Path(captured["metrics_dir"]).exists()  # serve made it, serve removes it
@@ -59,7 +59,7 @@ def test_an_operator_metrics_directory_is_emptied_and_kept(captured, tmp_path, m
     metrics_dir.mkdir()
     (metrics_dir / "counter_123.db").write_bytes(b"stale")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
-    service.server.serve(tmp_path, "127.0.0.1", 8000, workers=2)
+    vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000, workers=2)
     assert captured["workers"] == 2 and captured["metrics_dir"] == str(metrics_dir)
     assert captured["files_at_start"] == []
     assert metrics_dir.is_dir()
@@ -83,7 +83,7 @@ def test_serve_restores_the_sigterm_handler(captured, tmp_path):
     import signal
 
     before = signal.getsignal(signal.SIGTERM)
-    service.server.serve(tmp_path, "127.0.0.1", 8000)
+    vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000)
     assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -94,16 +94,16 @@ def test_workers_get_the_cores_divided_among_them(captured, tmp_path, monkeypatc
     """Before: every worker's torch and OpenMP pools took all cores (2 workers on 2 cores served 4×
     less than one); now each worker gets cores ÷ workers threads less one for its event loop, at
     least one."""
-    monkeypatch.setattr(service.server, "available_cores", lambda: cores)
-    assert service.server.serve(tmp_path, "127.0.0.1", 8000, workers=workers) == 0
+    monkeypatch.setattr(vae_anomaly.service.server, "available_cores", lambda: cores)
+    assert vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000, workers=workers) == 0
     assert os.environ["VAE_ANOMALY_TORCH_THREADS"] == str(threads)
-    assert all(os.environ[name] == str(threads) for name in service.server.THREAD_VARIABLES)
+    assert all(os.environ[name] == str(threads) for name in vae_anomaly.service.server.THREAD_VARIABLES)
 
 
 def test_torch_threads_setting_overrides_the_division(captured, tmp_path, monkeypatch):
-    monkeypatch.setattr(service.server, "available_cores", lambda: 8)
+    monkeypatch.setattr(vae_anomaly.service.server, "available_cores", lambda: 8)
     monkeypatch.setenv("VAE_ANOMALY_TORCH_THREADS", "3")
-    assert service.server.serve(tmp_path, "127.0.0.1", 8000, workers=2) == 0
+    assert vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000, workers=2) == 0
     assert os.environ["VAE_ANOMALY_TORCH_THREADS"] == "3" and os.environ["OMP_NUM_THREADS"] == "3"
 
 
@@ -114,7 +114,7 @@ def test_the_lifespan_applies_the_threads_and_the_switch_interval(settings):
     import torch
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from vae_anomaly.service.app import create_app
 
     before = torch.get_num_threads(), sys.getswitchinterval()
     update = {"torch_threads": 3, "switch_interval_seconds": 0.002}
@@ -133,10 +133,10 @@ def test_httptools_and_uvloop_by_default_h11_when_asked(captured, tmp_path, monk
     installed; now the `uvicorn[standard]` stack is a dependency and the default, h11 a setting."""
     from uvicorn.importer import import_from_string
 
-    from service.protocol import H11ReadTimeoutProtocol, HttpToolsReadTimeoutProtocol
+    from vae_anomaly.service.protocol import H11ReadTimeoutProtocol, HttpToolsReadTimeoutProtocol
 
-    assert service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
+    assert vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
     assert (captured["loop"], import_from_string(captured["http"])) == ("uvloop", HttpToolsReadTimeoutProtocol)
     monkeypatch.setenv("VAE_ANOMALY_HTTP_STACK", "h11")
-    assert service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
+    assert vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
     assert (captured["loop"], import_from_string(captured["http"])) == ("asyncio", H11ReadTimeoutProtocol)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
 
 NAME = "vae-anomaly"
 

@@ -18,7 +18,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from training.distributed import World
+from vae_anomaly.training.distributed import World
 
 WORLD = 2
 
@@ -38,11 +38,11 @@ def _worker(rank: int, store: str, out: str, broken: bool, stream: bool = False)
     if broken:
         # The mistake the test must catch: a loss built without DDP's forward (here: no wrapper at
         # all) trains every rank apart, without any error.
-        import training.trainer as trainer
+        import vae_anomaly.training.trainer as trainer
 
         trainer._wrap = lambda network, world: network  # type: ignore[assignment]
-    from training.tabular import fit_detector
-    from training.trainer import TrainConfig
+    from vae_anomaly.training.tabular import fit_detector
+    from vae_anomaly.training.trainer import TrainConfig
 
     config = TrainConfig(
         epochs=6,
@@ -57,7 +57,7 @@ def _worker(rank: int, store: str, out: str, broken: bool, stream: bool = False)
     if stream:  # the streamed fit: chunks shared out by rank, same number of steps on every rank
         import pandas as pd
 
-        from training.streaming import ReadOptions, fit_stream
+        from vae_anomaly.training.streaming import ReadOptions, fit_stream
 
         path = Path(out) / "rows.parquet"
         if rank == 0:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from model.detector import Detector
-from training.cli import main
-from training.trainer import OptionsError, TrainConfig
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.trainer import OptionsError, TrainConfig
 
 TRAIN = ["--epochs", "2", "--quiet", "--device", "cpu", "--label-column", "label"]
 

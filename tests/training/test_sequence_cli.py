@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.cli import main
+from vae_anomaly.training.cli import main
 
 
 def write_stream(path: Path, n: int = 300, seed: int = 0) -> pd.DataFrame:

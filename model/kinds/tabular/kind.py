@@ -17,18 +17,31 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from model.conditions import ConditionSpec
-from model.errors import UnsupportedError
-from model.kinds.base import Corruption, InputLimits
-from model.kinds.tabular import conditions
-from model.kinds.tabular.backbone import DecoderOutput, TabularDecoder, TabularEncoder, TabularNetworkConfig
-from model.kinds.tabular.explanations import explain_masked
-from model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
-from model.kinds.tabular.likelihood import feature_log_probs
-from model.kinds.tabular.preprocessing import Columns, EncodedBatch, Preprocessing, TabularCodec, check_columns
-from model.kinds.tabular.requests import ColumnarScoreRequest, ScoreRequest
-from model.kinds.tabular.schema import FeatureSpec, Schema
-from model.scoring import ScoreBatch, ScoreTerms, ScoringConfig, ScoringNetwork, result_fields, score_in_chunks
+from vae_anomaly.model.conditions import ConditionSpec
+from vae_anomaly.model.errors import UnsupportedError
+from vae_anomaly.model.kinds.base import Corruption, InputLimits
+from vae_anomaly.model.kinds.tabular import conditions
+from vae_anomaly.model.kinds.tabular.backbone import DecoderOutput, TabularDecoder, TabularEncoder, TabularNetworkConfig
+from vae_anomaly.model.kinds.tabular.explanations import explain_masked
+from vae_anomaly.model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
+from vae_anomaly.model.kinds.tabular.likelihood import feature_log_probs
+from vae_anomaly.model.kinds.tabular.preprocessing import (
+    Columns,
+    EncodedBatch,
+    Preprocessing,
+    TabularCodec,
+    check_columns,
+)
+from vae_anomaly.model.kinds.tabular.requests import ColumnarScoreRequest, ScoreRequest
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema
+from vae_anomaly.model.scoring import (
+    ScoreBatch,
+    ScoreTerms,
+    ScoringConfig,
+    ScoringNetwork,
+    result_fields,
+    score_in_chunks,
+)
 
 
 class TabularKindConfig(BaseModel):
