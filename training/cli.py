@@ -76,6 +76,17 @@ def _columns_arg(text: str) -> list[str]:
     return names
 
 
+def _widths_arg(text: str) -> list[int]:
+    """`64,32` → [64, 32]: layer widths, each a positive integer."""
+    try:
+        widths = [int(part) for part in text.split(",")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer widths separated by commas, got {text!r}")
+    return widths
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Appends "(default: X)" to an option's help when it has a real default the text does not
     already state (argparse's ArgumentDefaultsHelpFormatter also prints None and False)."""
@@ -199,7 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sparsity", type=float, default=None, help="sparse-ae: weight of the L1 code penalty (1e-2)")
     train.add_argument("--top-latent-dim", type=int, default=None, help="hvae: size of z2 (default latent-dim / 2)")
     train.add_argument(
+        "--hidden-dim", type=int, default=None, help="hvae: width of the MLPs between z1 and z2 (default 64)"
+    )
+    train.add_argument(
         "--adversarial-weight", type=float, default=None, help="aae: weight of the discriminator loss (default 1)"
+    )
+    train.add_argument(
+        "--discriminator-dims",
+        type=_widths_arg,
+        default=None,
+        metavar="W,W",
+        help="aae: hidden layer widths of the discriminator (default 64,64)",
     )
     train.add_argument(
         "--condition-columns",
@@ -284,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
     evaluate.add_argument(
+        "--anomalies",
+        type=Path,
+        metavar="FILE",
+        help="conditional image models (their labels are the condition): one 0/1 per image, 1 = anomalous "
+        "(.npy, or one value per line)",
+    )
+    evaluate.add_argument(
         "--holdout",
         type=_fraction_arg,
         metavar="FRACTION",
@@ -348,21 +376,13 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
     optional = {
         "epochs": args.epochs,
         "patience": args.patience,
-        "beta": args.beta,
-        "kl_warmup_epochs": args.kl_warmup_epochs,
-        "feature_dropout": args.feature_dropout,
-        "iwae_samples": args.iwae_samples,
-        "noise": args.noise,
-        "noise_type": args.noise_type,
-        "sparsity": args.sparsity,
-        "top_latent_dim": args.top_latent_dim,
-        "adversarial_weight": args.adversarial_weight,
         "likelihood": args.likelihood,
         "score_method": args.score_method,
         "condition_columns": args.condition_columns,
     }
-    given = {name: value for name, value in optional.items() if value is not None}
     family_flags = set().union(*family_option_names().values())
+    optional.update({name: getattr(args, name) for name in family_flags})  # each family option has its flag
+    given = {name: value for name, value in optional.items() if value is not None}
     refusal = refused_family_options(args.family, family_flags & set(given), lambda name: "--" + name.replace("_", "-"))
     if refusal:
         raise OptionsError(refusal)

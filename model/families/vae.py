@@ -19,9 +19,9 @@ from torch import nn
 
 from vae_anomaly.model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
 from vae_anomaly.model.families.base import (
+    ElboNetwork,
     Family,
     FamilyConfig,
-    FamilyNetwork,
     LossTerms,
     TrainStep,
     variational_score_terms,
@@ -75,7 +75,7 @@ def is_mean_noise(noise: torch.Tensor) -> bool:
     return noise.shape[0] == 1 and not bool(torch.any(noise))
 
 
-class GaussianEncoderNetwork(FamilyNetwork):
+class GaussianEncoderNetwork(ElboNetwork):
     """The kind's encoder, a linear head h → (mu, logvar), and the kind's decoder: what the VAE and
     the IWAE share (they differ in the training bound only)."""
 
@@ -114,19 +114,11 @@ class GaussianEncoderNetwork(FamilyNetwork):
         return self.log_px(self.decode(z), batch).mean(0), gaussian_kl(mu, logvar)
 
     def encoder_view(self, batch: Any, step: TrainStep) -> Any:
+        """`--feature-dropout`: the encoder sees a masked copy in training."""
         return None if self.corruption is None else self.kind.corrupt(batch, self.corruption, step.generator)
 
-    def forward(self, batch: Any, step: TrainStep) -> LossTerms:
-        """The negative ELBO with the KL weighted by β times the warm-up weight, one posterior draw."""
-        view = self.encoder_view(batch, step)
-        eps = torch.randn((1, len(batch), self.latent_dim), generator=step.generator).to(batch.x_in.device)
-        log_px, kl = self.elbo_parts(batch, eps, view)
-        weight = self.config.kl_weight() * step.warmup
-        return LossTerms(loss=-(log_px - weight * kl), reconstruction=-log_px, regulariser=kl)
-
-    def objective(self, batch: Any, noise: torch.Tensor) -> torch.Tensor:
-        log_px, kl = self.elbo_parts(batch, noise)
-        return log_px - kl
+    def kl_weight(self) -> float:
+        return self.config.kl_weight()
 
     @torch.inference_mode()
     def score(self, batch: Any, noise: torch.Tensor, method: ScoreMethod) -> ScoreTerms:

@@ -23,9 +23,14 @@ SHARED = [
     "model/errors.py",
     "model/distributions.py",
     "model/networks.py",
+    "model/latent.py",
+    "model/conditions.py",
     "model/kinds/base.py",
     "model/families/base.py",
     "training/trainer.py",
+    "training/rows.py",
+    "training/latent_report.py",
+    "training/evaluate.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "service").glob("*.py")),
 ]
 PACKAGE = "vae_anomaly."  # model/ is installed as vae_anomaly.model (vae_anomaly/__init__.py)

@@ -238,8 +238,11 @@ def test_encode_and_interpolate_run_given_the_condition(cvae_client: TestClient)
     assert all(len(r["mean"]) == 2 and len(r["std"]) == 2 for r in encoded.json()["results"])
     response = cvae_client.post("/interpolate", json={"records": rows, "steps": 5})
     assert response.status_code == 200, response.text
-    amounts = [point["amount"] for point in response.json()["points"]]
+    points = response.json()["points"]
+    amounts = [point["amount"] for point in points]
     assert amounts[0] == pytest.approx(0.0, abs=1.5) and amounts[-1] == pytest.approx(12.0, abs=1.5)
+    # the records carry their condition, as /sample's do: the nearer end's (the first's at t = 0.5)
+    assert [point[CONTEXT] for point in points] == ["s0", "s0", "s0", "s3", "s3"]
     missing = cvae_client.post("/encode", json={"records": [{"amount": 1.0, "duration": 0.5, "noise": 0.0}]})
     assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "records", 0, CONTEXT]
 

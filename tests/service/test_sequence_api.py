@@ -102,3 +102,14 @@ def test_metrics_count_scored_rows_not_requests(client):
         assert exceeded >= 5
         assert value(metrics, "vae_anomaly_anomalies_total", threshold=name) == exceeded
     assert value(metrics, "vae_anomaly_requests_total", endpoint="/score", status="200") == 1
+
+
+def test_the_v2_routes_answer_that_they_map_tables_only(client):
+    """A sequence model has no tensor mapping on the KServe V2 routes: the protocol's error says so."""
+    tensor = {"name": "series", "shape": [1, WINDOW, 2], "datatype": "FP64", "data": [0.0] * (WINDOW * 2)}
+    response = client.post("/v2/models/vae-anomaly/infer", json={"inputs": [tensor]})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "the V2 protocol here maps one tensor per feature of a table; this model is a sequence model: "
+        "send 'series' ({'columns': [...], 'data': [[...], ...]}) (use /score)"
+    }

@@ -303,8 +303,9 @@ class ImageKind:
         """Samples as base64 PNGs (their label is the request's condition)."""
         return [png_base64(image) for image in self.sample_pixels(decoded)]
 
-    def render_expected(self, decoded: ImageDecoderOutput) -> list[str]:
-        """E[x | z] at each code as base64 PNGs at the model's geometry."""
+    def render_expected(self, decoded: ImageDecoderOutput, condition: np.ndarray | None = None) -> list[str]:
+        """E[x | z] at each code as base64 PNGs at the model's geometry (a label condition has no
+        place in a PNG: the request's labels are the ends')."""
         return [png_base64(image) for image in self.sample_pixels(decoded)]
 
     def input_keys(self, inputs: ImageInputs) -> list[dict[str, object]]:

@@ -323,8 +323,11 @@ class SequenceKind:
         windows = self._draw(decoded, generator)
         return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in windows]
 
-    def render_expected(self, decoded: SequenceDecoderOutput) -> list[dict[str, object]]:
-        """E[x | z] at each code: one list of T values per sensor, in sensor units."""
+    def render_expected(
+        self, decoded: SequenceDecoderOutput, condition: np.ndarray | None = None
+    ) -> list[dict[str, object]]:
+        """E[x | z] at each code: one list of T values per sensor, in sensor units (sequence models
+        have no condition)."""
         means = self.scaling.to_original(decoded.mean.cpu().double().numpy())  # (n, T, C)
         return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in means]
 
