@@ -28,6 +28,7 @@ from vae_anomaly.model.kinds.tabular.likelihood import feature_log_probs
 from vae_anomaly.model.kinds.tabular.preprocessing import (
     Columns,
     EncodedBatch,
+    NumericScaling,
     Preprocessing,
     TabularCodec,
     check_columns,
@@ -65,6 +66,9 @@ class TabularOptions(BaseModel):
     hidden_dims: list[PositiveInt] | None = Field(default=None, description="default: two layers from the input width")
     numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
     numeric_logvar_min: float = Field(default=-4.6, le=0.0)
+    numeric_scaling: NumericScaling = Field(
+        default="standard", description="tails: asinh scaling of heavy-tailed numeric features"
+    )
     dropout: float = Field(default=0.0, ge=0, lt=1)
     condition_columns: list[str] = Field(
         default_factory=list,
