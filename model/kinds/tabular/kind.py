@@ -416,18 +416,18 @@ def _cell_values(kind: TabularKind, columns: Columns, rows: np.ndarray, features
 
 def _expected_cells(kind: TabularKind, decoded: DecoderOutput, rows: np.ndarray, features: np.ndarray) -> list[object]:
     """`decoded_columns(decoded)[name][row]` for cell (rows[m], features[m]), for each m, decoding
-    those cells only (the same arithmetic: float64 of the decoder's mean, scaled, integers rounded)."""
+    the rows of those cells only (through the codec's own `to_original`) and converting only the
+    cells shown."""
     decoded = decoded.cpu()
-    codec = kind.codec
+    numeric_std = decoded.numeric_mean.double().numpy()
     out: list[object] = [None] * len(rows)
     for j, positions in _groups(features):
         feature = kind.schema.features[j]
         r = rows[positions]
         block, index = kind.blocks[j]
         if block == "numeric":
-            std = decoded.numeric_mean[:, index].double().numpy()[r]
-            values = std * codec.scale[index] + codec.center[index]
-            cells: list[object] = [int(v) for v in np.round(values)] if feature.integer else values.tolist()
+            values = kind.codec.to_original(numeric_std[r])[:, index]
+            cells: list[object] = [int(v) for v in values] if feature.integer else values.tolist()
         elif block == "categorical":
             categories = feature.categories or []
             cells = [categories[c] for c in decoded.category_logits[index][r].argmax(-1).tolist()]
