@@ -34,7 +34,8 @@ from model.kinds.sequence.preprocessing import fit_scaling
 from model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
 from model.thresholds import sort_calibration, threshold_for_fpr
 from training.sequence import calibration_stride_for
-from training.sequence_data import split_windows, time_split_bounds
+from training.sequence_calibration import fold_blocks, without_block
+from training.sequence_data import pair_starts, split_windows, time_split_bounds
 
 DEFAULT_DATA = Path("../shared/datasets/skab")
 FOLDERS = ("valve1", "valve2", "other")
@@ -73,6 +74,9 @@ class Protocol_:
     validation_fraction: float = 0.1
     calibration_fraction: float = 0.2
     target_fpr: float = 0.01
+    calibration: str = "held_out"
+    calibration_folds: int = 5
+    cross_fit_stride: int = 1
 
 
 def skab_files(data: Path, wanted: list[str] | None) -> list[Path]:
@@ -100,23 +104,44 @@ def load_skab(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 class WindowReference:
-    """A scikit-learn style detector on flattened windows, under the project's split and threshold."""
+    """A scikit-learn style detector on flattened windows, under the project's split and threshold
+    (held-out or cross-fitted calibration, as the project's detector of the run calibrates)."""
 
     def __init__(self, make: Callable[[], Any], score: Callable[[Any, np.ndarray], np.ndarray], proto: Protocol_):
         self.make, self.score, self.proto = make, score, proto
 
+    def _fit_once(self, values: np.ndarray, sensors: list[str], bounds: np.ndarray) -> tuple[Any, Any, np.ndarray]:
+        """(scaling, model, calibration windows) fitted on the train + validation part of each series."""
+        p = self.proto
+        train_pairs, _, _ = time_split_bounds(bounds, p.validation_fraction, p.calibration_fraction)
+        train_rows = np.concatenate([np.arange(lo, hi) for lo, hi in train_pairs.reshape(-1, 2).tolist()])
+        scaling = fit_scaling(sensors, values[train_rows])
+        z, _ = scaling.standardize(values)
+        split = split_windows(
+            z, bounds, p.window, p.stride, p.calibration_stride, p.validation_fraction, p.calibration_fraction
+        )
+        fit_windows = np.concatenate([split.train, split.validation])
+        return scaling, self.make().fit(fit_windows.reshape(len(fit_windows), -1)), split.calibration
+
+    def _flat_scores(self, scaling: Any, model: Any, windows: np.ndarray) -> np.ndarray:
+        z, _ = scaling.standardize(windows)
+        return np.asarray(self.score(model, z.reshape(len(z), -1)))
+
     def fit(self, values: np.ndarray, sensors: list[str]) -> WindowReference:
         p = self.proto
-        n_train = round(len(values) * (1 - p.validation_fraction - p.calibration_fraction))
-        self.scaling = fit_scaling(sensors, values[:n_train])
-        z, _ = self.scaling.standardize(values)
-        split = split_windows(
-            z, segment_bounds(None, len(z)), p.window, p.stride, p.calibration_stride,
-            p.validation_fraction, p.calibration_fraction,
-        )  # fmt: skip
-        fit_windows = np.concatenate([split.train, split.validation])
-        self.model = self.make().fit(fit_windows.reshape(len(fit_windows), -1))
-        calibration = sort_calibration(self.score(self.model, split.calibration.reshape(len(split.calibration), -1)))
+        bounds = segment_bounds(None, len(values))
+        self.scaling, self.model, calibration_windows = self._fit_once(values, sensors, bounds)
+        if p.calibration == "cross_fit":
+            scores = []
+            for block in fold_blocks(bounds, p.calibration_folds):
+                kept, kept_bounds = without_block(values, bounds, block)
+                scaling, model, _ = self._fit_once(kept, sensors, kept_bounds)
+                windows = gather_windows(values, pair_starts(block, p.window, p.cross_fit_stride), p.window)
+                scores.append(self._flat_scores(scaling, model, windows))
+            calibration = sort_calibration(np.concatenate(scores))
+        else:
+            flat = calibration_windows.reshape(len(calibration_windows), -1)
+            calibration = sort_calibration(self.score(self.model, flat))
         self.threshold = threshold_for_fpr(calibration, p.target_fpr)
         return self
 
@@ -309,6 +334,11 @@ def project_fitter(overrides: dict[str, Any], seed: int) -> tuple[Callable[[np.n
     )
     proto.calibration_stride = kind_options.calibration_stride or calibration_stride_for(
         cal_pairs, proto.window, proto.target_fpr
+    )
+    proto.calibration, proto.calibration_folds = kind_options.calibration, kind_options.calibration_folds
+    blocks = np.concatenate(fold_blocks(segment_bounds(None, TRAIN_ROWS), proto.calibration_folds))
+    proto.cross_fit_stride = kind_options.calibration_stride or calibration_stride_for(
+        blocks, proto.window, proto.target_fpr
     )
     return (lambda values, sensors: ProjectFitted(values, sensors, options)), proto
 

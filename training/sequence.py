@@ -27,6 +27,7 @@ from model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKind
 from model.kinds.sequence.preprocessing import consecutive_blocks, fit_scaling, slow_sensors
 from model.kinds.sequence.windows import segment_bounds
 from training.data import DataError
+from training.sequence_calibration import Fitter, cross_fit_calibration, fold_blocks
 from training.sequence_data import WindowSplit, pair_starts, split_windows, time_split_bounds
 from training.trainer import TrainConfig, TrainResult, fit
 
@@ -95,7 +96,19 @@ def fit_sequence_detector(
         relative_sensors=_relative(options, sensors, lambda: _slow_sensors(sensors, values, train_pairs)),
         sensor_dof=_dof(options),
     )
-    return _fit(SequenceKind(kind_config), split, config, version, progress, started)
+    result = _fit(SequenceKind(kind_config), split, config, version, progress, started)
+    if options.calibration == "held_out":
+        return result
+    blocks = np.concatenate(fold_blocks(bounds, options.calibration_folds))
+    stride = options.calibration_stride or calibration_stride_for(blocks, window, target)
+    return cross_fit_calibration(
+        result, values, bounds, config, options.calibration_folds, stride, _fold_fitter(sensors), version
+    )
+
+
+def _fold_fitter(sensors: list[str]) -> Fitter:
+    """What a cross-fitted calibration fits on the rows outside a block: this same training."""
+    return lambda values, config, bounds: fit_sequence_detector(values, sensors, config, bounds, progress=False)
 
 
 def fit_sequence_windows(

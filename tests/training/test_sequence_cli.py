@@ -82,18 +82,20 @@ def test_train_and_score_ready_made_windows_from_npz(tmp_path: Path):
     assert main(["score", str(model), str(test), "--device", "cpu"]) == 2
 
 
-def test_level_and_sensor_likelihood_flags_reach_the_manifest(tmp_path: Path):
+def test_level_likelihood_and_calibration_flags_reach_the_manifest(tmp_path: Path):
     data = tmp_path / "stream.csv"
     write_stream(data)
     model = tmp_path / "model"
     argv = ["train", str(data), "--out", str(model), "--time-column", "time", "--window", "8", "--epochs", "1"]
-    flags = ["--level", "relative", "--sensor-likelihood", "gaussian", "--quiet", "--device", "cpu"]
-    assert main([*argv, *flags]) == 0
+    flags = ["--level", "relative", "--sensor-likelihood", "gaussian", "--calibration", "held_out"]
+    assert main([*argv, *flags, "--quiet", "--device", "cpu"]) == 0
     kind_config = json.loads((model / "manifest.json").read_text())["kind_config"]
     assert kind_config["relative_sensors"] == ["pressure", "flow"] and kind_config["sensor_dof"] is None
+    assert kind_config["calibration"] == "held_out"
     assert main([*argv, "--quiet", "--device", "cpu"]) == 0  # defaults: auto (nothing drifts here), Student-t
     kind_config = json.loads((model / "manifest.json").read_text())["kind_config"]
     assert kind_config["relative_sensors"] == [] and kind_config["sensor_dof"] == 4
+    assert kind_config["calibration"] == "cross_fit" and kind_config["calibration_folds"] == 5
 
 
 def test_family_ae_trains_and_scores_a_stream_and_cvae_is_refused(tmp_path: Path, capsys):
