@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -203,7 +203,9 @@ class FileResult:
         return float(roc_auc_score(self.y, self.scores)) if 0 < self.y.sum() < len(self.y) else None
 
 
-def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: Path) -> FileResult:
+def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: Path) -> list[FileResult]:
+    """The detector's result on one file, then one per threshold it derives beside its own
+    (`derived_thresholds`: the same scores at another threshold, e.g. held-out calibration)."""
     values, labels, sensors = load_skab(path)
     started = time.perf_counter()
     fitted = fit(values[:TRAIN_ROWS], sensors)
@@ -213,7 +215,7 @@ def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: 
     row_scores = np.full(len(values), -np.inf)
     row_scores[rows] = scores
     test = slice(TRAIN_ROWS, None)
-    return FileResult(
+    main = FileResult(
         method=method,
         file=f"{path.parent.name}/{path.stem}",
         y=labels[test],
@@ -222,6 +224,11 @@ def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: 
         fit_seconds=fitted_at - started,
         score_seconds=score_seconds,
     )
+    derived = getattr(fitted, "derived_thresholds", {})
+    return [main] + [
+        replace(main, method=name, predicted=(row_scores[test] > threshold).astype(np.int64))
+        for name, threshold in derived.items()
+    ]
 
 
 def pooled_metrics(results: list[FileResult]) -> dict[str, float]:
@@ -313,6 +320,26 @@ class ProjectFitted:
         config = sequence_train_config(device="cpu", **options)
         self.detector = fit_sequence_detector(values, sensors, config, progress=False).detector
         self.threshold = self.detector.thresholds.thresholds[self.detector.thresholds.active].value
+        self.derived_thresholds: dict[str, float] = {}
+        if self.detector.kind.config.calibration == "cross_fit":  # type: ignore[attr-defined]
+            self.derived_thresholds["held_out"] = self._held_out_threshold(values, config)
+
+    def _held_out_threshold(self, values: np.ndarray, config: Any) -> float:
+        """The threshold `calibration=held_out` would have given this same network (same seed, same
+        split: its scores are identical): the active target on the last rows' windows, at the
+        stride `calibration_stride_for` gives them. Free beside the cross-fitted one."""
+        from model.kinds.sequence.kind import SequenceInputs
+
+        kind = self.detector.kind
+        target = config.thresholds[config.active_threshold]
+        _, _, cal_pairs = time_split_bounds(
+            segment_bounds(None, len(values)), config.validation_fraction, config.calibration_fraction
+        )
+        options = config.kind_options_for("sequence")
+        stride = options.calibration_stride or calibration_stride_for(cal_pairs, kind.window, target)
+        starts = pair_starts(cal_pairs, kind.window, stride)
+        inputs = SequenceInputs(gather_windows(values, starts, kind.window), starts + kind.window - 1)
+        return threshold_for_fpr(sort_calibration(self.detector.terms(inputs).score), target)
 
     def score_rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inputs = self.detector.kind.inputs_from_rows(values)  # type: ignore[attr-defined]
@@ -369,14 +396,14 @@ def run_seed(
     results: dict[str, list[FileResult]] = {m: [] for m in methods}
     for path in files:
         for method in methods:
-            result = run_file(method, runners[method], path)
-            results[method].append(result)
-            print(
-                f"seed {seed} {result.file:10s} {method:8s} auroc {result.auroc or float('nan'):.3f} "
-                f"alarms {result.predicted.mean():.2f} anomalies {result.y.mean():.2f} "
-                f"fit {result.fit_seconds:.1f}s",
-                flush=True,
-            )
+            for result in run_file(method, runners[method], path):
+                results.setdefault(result.method, []).append(result)
+                print(
+                    f"seed {seed} {result.file:10s} {result.method:8s} auroc {result.auroc or float('nan'):.3f} "
+                    f"alarms {result.predicted.mean():.2f} anomalies {result.y.mean():.2f} "
+                    f"fit {result.fit_seconds:.1f}s",
+                    flush=True,
+                )
     return results, proto
 
 
@@ -409,7 +436,7 @@ def combine(paths: list[Path], markdown_path: Path | None) -> int:
         for seed, methods in run["rows"].items():
             for method, rows in methods.items():
                 by_seed.setdefault(seed, {}).setdefault(method, []).extend(from_raw(method, r) for r in rows)
-    methods = list(runs[0]["summary"])
+    methods = [m for m in runs[0]["summary"] if all(m in run["summary"] for run in runs)]  # those every run has
     order = {f"{p.parent.name}/{p.stem}": i for i, p in enumerate(skab_files(DEFAULT_DATA, None))}
     per_seed = {m: [pooled_metrics(results[m]) for results in by_seed.values()] for m in methods}
     summary = {m: mean_over_seeds(ms) for m, ms in per_seed.items()}

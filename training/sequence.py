@@ -6,12 +6,15 @@ benchmark calls.
 Calibration and exchangeability: conformal thresholds and p-values assume a new normal window's
 score is exchangeable with the calibration scores. Overlapping windows share rows, so their scores
 are strongly dependent and the finite-sample guarantee no longer holds (the effective number of
-calibration scores is about the number of *disjoint* windows). The calibration windows come from
-the last part of each series, after every training and validation row, and overlap as little as
-the calibration rows allow: `calibration_stride_for` takes the largest stride up to the window that
-still gives enough windows to resolve the active threshold's target rate (stride = window, no
-shared row, when the rows suffice). The guarantee then rests on the stream being stationary, which
-drift (a rig warming up) breaks: documented in docs/BENCHMARKS.md.
+calibration scores is about the number of *disjoint* windows). By default (`calibration:
+cross_fit`, `training.sequence_calibration`) the calibration scores cover every block of the
+training rows, each scored by a model fitted without that block, so they sample the whole training
+span instead of its last fifth; with `held_out` they come from the last part of each series,
+after every training and validation row. Either way the windows overlap as little as the rows
+allow: `calibration_stride_for` takes the largest stride up to the window that still gives
+enough windows to resolve the active threshold's target rate (stride = window, no shared row, when
+the rows suffice). The guarantee then rests on the stream being stationary, which drift (a rig
+warming up) breaks: documented in docs/BENCHMARKS.md (SKAB).
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ then every block's out-of-fold scores: the whole training span, each score from 
 never saw its rows (the cross-conformal construction of Vovk, "Cross-conformal predictors", 2015;
 Barber et al., "Predictive inference with the jackknife+", 2021). A fold model is fitted on fewer
 rows than the served model, so its scores run a little high and the threshold errs on the side of
-fewer alarms.
+fewer alarms. The guarantee is the cross-conformal one, weaker than split conformal's: the scores
+come from K fold models rather than the served one (Barber et al. bound the miscoverage by 2a, not
+a, in the worst case), and it still assumes a stationary stream.
 
 The served model is the one trained on the usual time-ordered train / validation split; only
 its calibration scores change. Windows inside a block overlap, with the stride
@@ -24,6 +26,7 @@ applies to them as it did to the held-out windows.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -108,6 +111,7 @@ def cross_fit_calibration(
             "kind_options": {**config.kind_options, "calibration": "held_out"},
         }
     )
+    started = time.perf_counter()
     try:
         scores = cross_fitted_scores(values, bounds, fold_config, folds, stride, kind.window, fit)
     except DataError as exc:
@@ -118,7 +122,12 @@ def cross_fit_calibration(
         {**kind.config.model_dump(), "calibration": "cross_fit", "calibration_folds": folds,
          "calibration_stride": stride}
     )  # fmt: skip
-    summary = {**result.summary, "rows": {**result.summary["rows"], "calibration": len(scores)}}
+    summary = {
+        **result.summary,
+        "rows": {**result.summary["rows"], "calibration": len(scores)},
+        "wall_seconds": round(result.summary["wall_seconds"] + time.perf_counter() - started, 3),
+        "calibration_fold_fits": folds,
+    }
     manifest = detector.manifest.model_copy(
         update={
             "thresholds": fields["thresholds"],
