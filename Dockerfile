@@ -79,6 +79,7 @@ COPY pyproject.toml ./
 COPY model/ model/
 COPY service/ service/
 COPY training/ training/
+COPY vae_anomaly/ vae_anomaly/
 RUN set -eu; \
     case "$INSTALL" in \
       full) pip install --no-cache-dir . && pip check ;; \
@@ -90,7 +91,7 @@ print('\\n'.join(d for d in deps if re.split(r'[^A-Za-z0-9_.-]', d)[0].lower() n
              cat /tmp/serve-requirements.txt; \
              pip install --no-cache-dir -r /tmp/serve-requirements.txt \
              && pip install --no-cache-dir --no-deps . \
-             && cd / && python -c "import service.app, training.cli" && rm /tmp/serve-requirements.txt ;; \
+             && cd / && python -c "import vae_anomaly.service.app, vae_anomaly.training.cli" && rm /tmp/serve-requirements.txt ;; \
       *) echo "INSTALL must be serve or full, got '$INSTALL'" >&2; exit 1 ;; \
     esac; \
     cd / && rm -rf /tmp/src

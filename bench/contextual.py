@@ -41,7 +41,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from bench.detection import environment, load_dataset, protocol_split
-from training.contextual_data import CONTEXT, LABEL, contextual_columns
+from vae_anomaly.training.contextual_data import CONTEXT, LABEL, contextual_columns
 
 SEEDS = (0, 1, 2)
 DETECTORS = ("vae", "vae, no context", "cvae")
@@ -56,8 +56,8 @@ def fit_and_score(
     detector: str, train: Columns, tests: dict[str, Columns], context: list[str], seed: int, overrides: dict[str, Any]
 ) -> dict[str, Any]:
     """Fit one detector on `train`; its scores on each test set, and the fit time."""
-    from training.tabular import fit_detector
-    from training.trainer import TrainConfig
+    from vae_anomaly.training.tabular import fit_detector
+    from vae_anomaly.training.trainer import TrainConfig
 
     def view(columns: Columns) -> Columns:
         return {k: v for k, v in columns.items() if k not in context} if detector == "vae, no context" else columns

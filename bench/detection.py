@@ -177,8 +177,8 @@ class Outcome:
 
 def run_project_detector(split: Split, seed: int, overrides: dict[str, Any]) -> Outcome:
     """Exactly what `vae-anomaly train` (no flags) + `score` do, with the protocol's seed."""
-    from training.tabular import fit_detector
-    from training.trainer import TrainConfig
+    from vae_anomaly.training.tabular import fit_detector
+    from vae_anomaly.training.trainer import TrainConfig
 
     config = TrainConfig(**{**overrides, "seed": seed})
     train_cols = {f"x{i}": split.x_train[:, i].astype(np.float64) for i in range(split.x_train.shape[1])}
@@ -545,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_overrides(text: str) -> dict[str, Any]:
     from pydantic import ValidationError
 
-    from training.trainer import TrainConfig
+    from vae_anomaly.training.trainer import TrainConfig
 
     try:
         overrides = json.loads(text)
@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # Small data sets give calibration sets too small for the 0.1% threshold; training says so
         # once per fit. Thresholds do not enter AUROC/AUPRC, so the warning is noise here.
-        logging.getLogger("training.trainer").setLevel(logging.ERROR)
+        logging.getLogger("vae_anomaly.training.trainer").setLevel(logging.ERROR)
     overrides = parse_overrides(args.vae_config)
     data_dir = args.data or (PROJECT_ROOT / DEFAULT_DATA)
     files = find_datasets(data_dir, args.datasets or (QUICK_DATASETS if args.quick else None))

@@ -44,8 +44,8 @@ import numpy as np
 
 from bench.detection import DEFAULT_DATA, dataset_name, environment, find_datasets, load_dataset, protocol_split
 from bench.detection import write_json as write_results
-from model.detector import Detector
-from model.kinds.tabular.kind import TabularKind
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.tabular.kind import TabularKind
 
 PUSHES = (6.0, 40.0)
 METHODS = ("masked", "nll")
@@ -66,8 +66,8 @@ def array_columns(x: np.ndarray) -> dict[str, np.ndarray]:
 
 def fit_or_load(cache: Path | None, key: str, columns: dict[str, np.ndarray], seed: int) -> Detector:
     """The default detector for `columns`, from `cache/key` when a previous run saved it there."""
-    from training.tabular import fit_detector
-    from training.trainer import TrainConfig
+    from vae_anomaly.training.tabular import fit_detector
+    from vae_anomaly.training.trainer import TrainConfig
 
     directory = cache / key if cache else None
     if directory is not None and (directory / "manifest.json").exists():
@@ -105,8 +105,8 @@ def adbench_case(path: Path, seed: int, cache: Path | None) -> Case:
 
 def demo_case(seed: int, cache: Path | None) -> Case:
     """The demo data as `vae-anomaly demo` makes it: training file seed 0, held-out file seed 1."""
-    from training.data import normal_mask, read_table
-    from training.demo_data import LABEL, make_demo_frame
+    from vae_anomaly.training.data import normal_mask, read_table
+    from vae_anomaly.training.demo_data import LABEL, make_demo_frame
 
     with tempfile.TemporaryDirectory() as tmp:
         train_path, test_path = Path(tmp) / "demo.csv", Path(tmp) / "demo_test.csv"
@@ -220,7 +220,7 @@ def evaluate_case(case: Case, n_rows: int, seed: int) -> dict[str, dict[str, dic
 
 def explain_demo_record(case: Case) -> list[dict[str, object]]:
     """`top_features` of the demo's own anomalous record (the README's second curl)."""
-    from training.demo_data import demo_records
+    from vae_anomaly.training.demo_data import demo_records
 
     _, anomalous = demo_records()
     columns = case.kind.columns_from_records([anomalous])

@@ -7,9 +7,11 @@ through `training.tabular.fit_detector` / `training.image_trainer.fit_image_dete
 backbone, likelihood and training budget are the same for every family, so the table isolates what
 the objective changes.
 
-Tasks run seed by seed (all data sets with seed 0, then seed 1, ...) and family by family inside a
-(data set, seed), so a run stopped early holds complete comparisons; results are written to the JSON
-file after every fit, and `--resume` skips what it already holds.
+Tabular tasks run data set by data set, smallest first, every seed of a set before the next set
+(`--order dataset`, the default: a run stopped early holds complete 3-seed comparisons on the sets it
+reached) or seed by seed (`--order seed`); inside a (data set, seed) the families are interleaved, so
+a run stopped early holds complete comparisons. Results are written to the JSON file after every fit,
+and `--resume` skips the (family, data set, seed) results it already holds.
 
     python -m bench.families tabular --out /tmp/families-tabular.json
     python -m bench.families mnist --out /tmp/families-mnist.json --seeds 0
@@ -48,7 +50,7 @@ from bench.detection import (
 )
 from bench.images import DEFAULT_DATA as MNIST_DATA
 from bench.images import load_mnist, one_class_split, run_project_images
-from model.families import FAMILIES
+from vae_anomaly.model.families import FAMILIES
 
 Task = tuple[str, int, Callable[[], Split]]
 
@@ -57,11 +59,12 @@ UNCONDITIONAL = [name for name, family in FAMILIES.items() if not family.conditi
 sets do not name; its contextual benchmark is its own)."""
 
 
-def tabular_tasks(data_dir: Path, seeds: list[int], wanted: list[str] | None) -> Iterator[Task]:
+def tabular_tasks(data_dir: Path, seeds: list[int], wanted: list[str] | None, order: str = "dataset") -> Iterator[Task]:
+    """(data set, seed) tasks, smallest set first; `order` says which loop is outer."""
     paths = find_datasets(data_dir, wanted)
-    for seed in seeds:
-        for path in paths:
-            yield dataset_name(path), seed, lambda path=path, seed=seed: protocol_split(*load_dataset(path), seed)
+    pairs = [(p, s) for p in paths for s in seeds] if order == "dataset" else [(p, s) for s in seeds for p in paths]
+    for path, seed in pairs:
+        yield dataset_name(path), seed, lambda path=path, seed=seed: protocol_split(*load_dataset(path), seed)
 
 
 def mnist_tasks(path: Path, seeds: list[int], digits: list[int]) -> Iterator[Task]:
@@ -79,8 +82,14 @@ def run(
     meta: dict[str, Any],
     resume: bool,
 ) -> None:
-    """Fit and score every family on every task, saving after each fit."""
-    records: list[dict[str, Any]] = json.loads(out.read_text())["records"] if resume and out.exists() else []
+    """Fit and score every family on every task, saving after each fit; a resumed run keeps the
+    earlier runs' meta (command, start, machine) under `previous_runs`."""
+    records: list[dict[str, Any]] = []
+    if resume and out.exists():
+        earlier = json.loads(out.read_text())
+        records = earlier["records"]
+        previous = earlier["meta"].pop("previous_runs", [])
+        meta = {**meta, "previous_runs": [*previous, earlier["meta"]]}
     done = {(r["dataset"], r["seed"], r["family"]) for r in records}
     for dataset, seed, make_split in tasks:
         todo = [f for f in families if (dataset, seed, f) not in done]
@@ -147,21 +156,48 @@ def summarise(
             "fit": float(np.mean([r["fit_seconds"] for r in ok])),
             "failed": float(sum(1 for r in kept if r["family"] == f and "auroc" not in r)),
         }
-    coverage = f"{len(datasets)} data sets × seeds {', '.join(map(str, seeds))} ({len(pairs)} pairs)"
+    seeds_of = {d: sorted(s for dd, s in pairs if dd == d) for d in datasets}
+    if len({tuple(v) for v in seeds_of.values()}) <= 1:
+        coverage = f"{len(datasets)} data sets × seeds {', '.join(map(str, seeds))} ({len(pairs)} pairs)"
+    else:
+        coverage = f"{len(datasets)} data sets, {len(pairs)} (data set, seed) pairs"
+    coverage += ": " + ", ".join(f"{d} ({', '.join(map(str, seeds_of[d]))})" for d in datasets)
     return families, summary, auroc, coverage
 
 
-def markdown(title: str, records: list[dict[str, Any]]) -> str:
+def vae_minus_ae(records: list[dict[str, Any]], datasets: list[str]) -> dict[str, list[float]]:
+    """Per data set, the VAE's AUROC minus the AE's on each seed both finished (same split)."""
+    value = {(r["dataset"], r["seed"], r["family"]): r["auroc"] for r in records if "auroc" in r}
+    seeds = sorted({r["seed"] for r in records})
+    return {
+        d: [value[d, s, "vae"] - value[d, s, "ae"] for s in seeds if (d, s, "vae") in value and (d, s, "ae") in value]
+        for d in datasets
+    }
+
+
+def markdown(title: str, records: list[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
     families, summary, auroc, coverage = summarise(records)
-    lines = [f"### {title}", "", f"Coverage: {coverage}, every family on each.", ""]
+    lines = [f"### {title}", "", f"Coverage: {coverage}; every family on each pair.", ""]
+    if meta:
+        env = meta.get("environment", {})
+        runs = [*meta.get("previous_runs", []), meta]
+        lines += [
+            "Run: "
+            + "; ".join(f"`{m.get('command', '?')}` started {m.get('started', '?')}" for m in runs)
+            + f". Machine: {env.get('machine')}, {env.get('cpu_count')} CPU(s), torch {env.get('torch')} "
+            + f"({env.get('torch_threads')} torch thread(s)), numpy {env.get('numpy')}.",
+            "",
+        ]
+    base_fit = summary["vae"]["fit"] if "vae" in summary else math.nan
     lines += [
-        "| family | mean AUROC | mean AUPRC | average rank | mean fit s | failed fits |",
-        "|---|---|---|---|---|---|",
+        "| family | mean AUROC | mean AUPRC | average rank | mean fit s | fit ÷ `vae`'s | failed fits |",
+        "|---|---|---|---|---|---|---|",
     ]
     for f in sorted(families, key=lambda f: summary[f]["rank"]):
         s = summary[f]
         lines.append(
-            f"| `{f}` | {s['auroc']:.3f} | {s['auprc']:.3f} | {s['rank']:.2f} | {s['fit']:.1f} | {int(s['failed'])} |"
+            f"| `{f}` | {s['auroc']:.3f} | {s['auprc']:.3f} | {s['rank']:.2f} | {s['fit']:.1f} "
+            f"| {s['fit'] / base_fit:.2f} | {int(s['failed'])} |"
         )
     lines += ["", "AUROC per data set (mean over the seeds above; best in bold):", ""]
     lines += ["| data set | " + " | ".join(f"`{f}`" for f in families) + " |", "|---" * (len(families) + 1) + "|"]
@@ -170,6 +206,24 @@ def markdown(title: str, records: list[dict[str, Any]]) -> str:
         cells = [f"**{row[f]:.3f}**" if row[f] == best else f"{row[f]:.3f}" for f in families]
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
     if "vae" in families and "ae" in families:
+        pairs = complete_pairs(records, families)
+        kept = [r for r in records if (r["dataset"], r["seed"]) in pairs]
+        per_seed = vae_minus_ae(kept, list(auroc))
+        if any(len(v) > 1 for v in per_seed.values()):
+            lines += [
+                "",
+                "VAE − AE AUROC per data set and seed (same split; *consistent*: the same sign on every seed "
+                "and a mean beyond 0.01):",
+                "",
+                "| data set | mean | per seed | verdict |",
+                "|---|---|---|---|",
+            ]
+            for d, values in per_seed.items():
+                mean = float(np.mean(values))
+                same_sign = all(v > 0 for v in values) or all(v < 0 for v in values)
+                verdict = ("VAE" if mean > 0 else "AE") if same_sign and abs(mean) > 0.01 and len(values) > 1 else "–"
+                cells = ", ".join(f"{v:+.3f}" for v in values)
+                lines.append(f"| {d} | {mean:+.3f} | {cells} | {verdict} |")
         diffs = {d: row["vae"] - row["ae"] for d, row in auroc.items()}
         wins = sorted((d for d, v in diffs.items() if v > 0.01), key=lambda d: -diffs[d])
         losses = sorted((d for d, v in diffs.items() if v < -0.01), key=lambda d: diffs[d])
@@ -189,7 +243,7 @@ def report(paths: list[Path], markdown_path: Path | None) -> int:
     parts = []
     for path in paths:
         payload = json.loads(path.read_text())
-        parts.append(markdown(payload["meta"]["title"], payload["records"]))
+        parts.append(markdown(payload["meta"]["title"], payload["records"], payload["meta"]))
     text = "\n".join(parts)
     print(text)
     if markdown_path:
@@ -209,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         part.add_argument("--resume", action="store_true")
         if name == "tabular":
             part.add_argument("--datasets", nargs="+", metavar="NAME")
+            part.add_argument(
+                "--order",
+                choices=("dataset", "seed"),
+                default="dataset",
+                help="outer loop: every seed of a set before the next set (default), or seed by seed",
+            )
         else:
             part.add_argument("--digits", type=int, nargs="+", default=list(range(10)), choices=range(10))
     summary = commands.add_parser("report", help="tables from results files")
@@ -221,12 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.part == "report":
         return report(args.results, args.markdown)
-    logging.getLogger("training.trainer").setLevel(logging.ERROR)  # small calibration sets: noise here
+    logging.getLogger("vae_anomaly.training.trainer").setLevel(logging.ERROR)  # small calibration sets: noise here
     meta = {"environment": environment(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if args.part == "tabular":
         data = args.data or (PROJECT_ROOT / DEFAULT_DATA)
-        meta["title"] = "Tabular: 18 ADBench sets"
-        tasks = tabular_tasks(data, args.seeds, args.datasets)
+        meta["title"] = "Tabular: ADBench sets"
+        tasks = tabular_tasks(data, args.seeds, args.datasets, args.order)
         runner: Callable[[Split, int, dict[str, Any]], Outcome] = run_project_detector
     else:
         data = args.data or (PROJECT_ROOT / MNIST_DATA)

@@ -50,7 +50,7 @@ TRAIN_SHARE = 0.6
 
 def load_mnist(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(N, 1, 28, 28) float32 in [0, 1] and the digit labels."""
-    from training.image_data import read_images
+    from vae_anomaly.training.image_data import read_images
 
     images = read_images(path)
     if images.labels is None:
@@ -69,8 +69,8 @@ def one_class_split(x: np.ndarray, labels: np.ndarray, digit: int, seed: int) ->
 
 
 def run_project_images(split: Split, seed: int, overrides: dict[str, Any]) -> Outcome:
-    from model.kinds.image.images import ImageSpec
-    from training.image_trainer import fit_image_detector, image_train_config
+    from vae_anomaly.model.kinds.image.images import ImageSpec
+    from vae_anomaly.training.image_trainer import fit_image_detector, image_train_config
 
     _, channels, height, width = split.x_train.shape
     spec = ImageSpec(height=height, width=width, channels=channels)
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_only:
         return report_only(args.report_only, args.markdown, args.complete_only)
     if not args.verbose:
-        logging.getLogger("training.trainer").setLevel(logging.ERROR)  # small calibration sets: noise here
+        logging.getLogger("vae_anomaly.training.trainer").setLevel(logging.ERROR)  # small calibration sets: noise here
     overrides = parse_overrides(args.vae_config)
     data = args.data or (PROJECT_ROOT / DEFAULT_DATA)
     x, labels = load_mnist(data)

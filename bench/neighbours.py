@@ -50,8 +50,8 @@ from bench.detection import (
 )
 from bench.explanations import array_columns, fit_or_load
 from bench.folds import FOLDS
-from training.data import split_rows
-from training.trainer import TrainConfig
+from vae_anomaly.training.data import split_rows
+from vae_anomaly.training.trainer import TrainConfig
 
 K = 5
 VARIANTS = ("elbo", "knn", "elbo+knn", "elbo+latent", "fisher:elbo+knn", "max:elbo,knn", "max:elbo,knn,latent")

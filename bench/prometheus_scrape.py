@@ -96,7 +96,7 @@ def running(command: list[str], log: Path, env: dict[str, str] | None = None) ->
 
 def train_demo_model(workdir: Path, epochs: int | None) -> Path:
     """`vae-anomaly demo --no-serve` into `workdir`; returns the model directory."""
-    command = [sys.executable, "-m", "training.cli", "demo", "--dir", str(workdir), "--no-serve"]
+    command = [sys.executable, "-m", "vae_anomaly.training.cli", "demo", "--dir", str(workdir), "--no-serve"]
     if epochs is not None:
         command += ["--epochs", str(epochs)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
@@ -105,7 +105,7 @@ def train_demo_model(workdir: Path, epochs: int | None) -> Path:
 
 def demo_batch(n_normal: int, n_anomalous: int, seed: int) -> list[dict[str, Any]]:
     """`n_normal` normal and `n_anomalous` anomalous rows of a fresh demo data set, as JSON records."""
-    from training.demo_data import LABEL, make_demo_frame
+    from vae_anomaly.training.demo_data import LABEL, make_demo_frame
 
     frame = make_demo_frame(n_normal=max(200, 2 * n_normal), anomaly_share=0.05, seed=seed)
     normal = frame[frame[LABEL] == 0].head(n_normal)
@@ -174,7 +174,7 @@ def run_check(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     config = workdir / "prometheus.yml"
     config.write_text(json.dumps(prometheus_config(service_port, args.interval)), encoding="utf-8")  # JSON is YAML
     env = {**os.environ, "VAE_ANOMALY_TORCH_THREADS": "1"}
-    serve = [sys.executable, "-m", "training.cli", "serve", str(model_dir), "--port", str(service_port)]
+    serve = [sys.executable, "-m", "vae_anomaly.training.cli", "serve", str(model_dir), "--port", str(service_port)]
     prometheus_command = [
         prometheus_exe,
         f"--config.file={config}",

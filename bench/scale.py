@@ -1,12 +1,15 @@
 """Peak memory and throughput of `vae-anomaly train --stream` and `vae-anomaly score` on generated
 tables of growing size: memory should stay flat while the rows grow.
 
-    python -m bench.scale --rows 1000000 4000000 --work /tmp/scale-bench
+    python -m bench.scale --rows 1000000 4000000 16000000 --work /tmp/scale-bench
 
 For each size: writes a Parquet table (row groups of 65 536 rows, written a group at a time, so the
-generator itself stays small), trains with `train --stream --epochs 1` and scores it with
-`score --out scores.parquet` (record batches), each as its own process; the peak RSS of each process
-comes from `os.wait4`. Nothing from ../shared is needed: the rows are synthetic (the demo data's
+generator itself stays small), trains with `train --stream --epochs 1` (`--epochs`: a fixed small
+number of epochs, so that 16 M rows fit in an afternoon; each epoch reads the file, plus the first
+pass and the training ELBO) and scores it with `score --out scores.parquet` (record batches), each
+as its own process; the peak RSS of each process comes from `os.wait4`. Each step's result is
+appended to `--results` (JSON lines) as it ends, and a rerun skips the steps already there.
+Nothing from ../shared is needed: the rows are synthetic (the demo data's
 structure: a linear pair, a count, a category tied to a value, a flag).
 """
 
@@ -63,35 +66,74 @@ def run(command: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024  # Linux: kilobytes
 
 
+def done_steps(results: Path) -> set[tuple[int, str]]:
+    """(rows, step) already measured in the results file (JSON lines), so a rerun resumes."""
+    if not results.exists():
+        return set()
+    lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {(line["rows"], line["step"]) for line in lines if "step" in line}
+
+
+def environment() -> dict[str, object]:
+    import platform
+
+    import pyarrow
+    import torch
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyarrow": pyarrow.__version__,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/vae-anomaly-scale"))
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--results", type=Path, help="JSON lines, one per step, appended as each ends (resumes)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    cli = [sys.executable, "-m", "training.cli"]
-    results = []
+    results = args.results or args.work / "results.jsonl"
+    done = done_steps(results)
+    with results.open("a") as sink:
+        sink.write(json.dumps({"environment": environment(), "argv": sys.argv[1:]}) + "\n")
+    cli = [sys.executable, "-m", "vae_anomaly.training.cli"]
+    device = ["--device", "cpu"]
+    epochs = str(args.epochs)
     for rows in args.rows:
         data = args.work / f"rows-{rows}.parquet"
         if not data.exists():
             write_rows(data, rows)
         model = args.work / f"model-{rows}"
-        train = [*cli, "train", str(data), "--stream", "--out", str(model), "--epochs", str(args.epochs), "--quiet"]
-        train_wall, train_rss = run([*train, "--device", "cpu"])
         out = args.work / f"scores-{rows}.parquet"
-        score_wall, score_rss = run([*cli, "score", str(model), str(data), "--out", str(out), "--device", "cpu"])
-        result = {
-            "rows": rows,
-            "train_peak_rss_mb": round(train_rss),
-            "train_seconds": round(train_wall, 1),
-            "train_rows_per_second": round(rows * args.epochs / train_wall),
-            "score_peak_rss_mb": round(score_rss),
-            "score_seconds": round(score_wall, 1),
-            "score_rows_per_second": round(rows / score_wall),
+        steps = {
+            "train": [*cli, "train", str(data), "--stream", "--out", str(model), "--quiet", "--epochs", epochs],
+            "score": [*cli, "score", str(model), str(data), "--out", str(out)],
         }
-        results.append(result)
-        print(json.dumps(result), flush=True)
+        for step, command in steps.items():
+            if (rows, step) in done:
+                continue
+            wall, rss = run([*command, *device])
+            result = {
+                "rows": rows,
+                "step": step,
+                "epochs": args.epochs if step == "train" else None,
+                "peak_rss_mb": round(rss),
+                "seconds": round(wall, 1),
+                "rows_per_second": round(rows / wall),
+                "load_average": os.getloadavg(),
+                "finished": time.strftime("%H:%M:%S UTC", time.gmtime()),
+            }
+            with results.open("a") as sink:
+                sink.write(json.dumps(result) + "\n")
+            print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,12 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from model.kinds.sequence.preprocessing import fit_scaling
-from model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
-from model.thresholds import sort_calibration, threshold_for_fpr
-from training.sequence import calibration_stride_for
-from training.sequence_calibration import fold_blocks, without_block
-from training.sequence_data import pair_starts, split_windows, time_split_bounds
+from vae_anomaly.model.kinds.sequence.preprocessing import fit_scaling
+from vae_anomaly.model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
+from vae_anomaly.model.thresholds import sort_calibration, threshold_for_fpr
+from vae_anomaly.training.sequence import calibration_stride_for
+from vae_anomaly.training.sequence_calibration import fold_blocks, without_block
+from vae_anomaly.training.sequence_data import pair_starts, split_windows, time_split_bounds
 
 DEFAULT_DATA = Path("../shared/datasets/skab")
 FOLDERS = ("valve1", "valve2", "other")
@@ -315,7 +315,7 @@ class ProjectFitted:
     `vae-anomaly train --kind sequence` runs) on one file's training rows."""
 
     def __init__(self, values: np.ndarray, sensors: list[str], options: dict[str, Any]):
-        from training.sequence import fit_sequence_detector, sequence_train_config
+        from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
 
         config = sequence_train_config(device="cpu", **options)
         self.detector = fit_sequence_detector(values, sensors, config, progress=False).detector
@@ -328,7 +328,7 @@ class ProjectFitted:
         """The threshold `calibration=held_out` would have given this same network (same seed, same
         split: its scores are identical): the active target on the last rows' windows, at the
         stride `calibration_stride_for` gives them. Free beside the cross-fitted one."""
-        from model.kinds.sequence.kind import SequenceInputs
+        from vae_anomaly.model.kinds.sequence.kind import SequenceInputs
 
         kind = self.detector.kind
         target = config.thresholds[config.active_threshold]
@@ -349,7 +349,7 @@ class ProjectFitted:
 def project_fitter(overrides: dict[str, Any], seed: int) -> tuple[Callable[[np.ndarray, list[str]], Fitted], Protocol_]:
     """The default `vae-anomaly train --kind sequence` (plus `--set` overrides), and the protocol
     the references share with it: its window, and its calibration windows (`calibration_stride_for`)."""
-    from model.kinds.sequence.kind import SequenceOptions
+    from vae_anomaly.model.kinds.sequence.kind import SequenceOptions
 
     options = {"seed": seed, **overrides}
     kind_options = SequenceOptions.model_validate(

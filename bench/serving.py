@@ -235,7 +235,7 @@ def compute_floor(model_dir: Path, rows: np.ndarray, seconds: float, threads: in
     """
     import torch
 
-    from model.detector import Detector
+    from vae_anomaly.model.detector import Detector
 
     if threads:
         torch.set_num_threads(threads)

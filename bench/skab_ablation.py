@@ -31,15 +31,15 @@ from sklearn.metrics import roc_auc_score
 
 from bench.sequences import DEFAULT_DATA, TRAIN_ROWS, load_skab, parse_overrides, skab_files
 from bench.skab_folds import FOLDS
-from model.thresholds import sort_calibration, threshold_for_fpr
-from training.sequence import calibration_stride_for
+from vae_anomaly.model.thresholds import sort_calibration, threshold_for_fpr
+from vae_anomaly.training.sequence import calibration_stride_for
 
 BLOCKS = 5
 TARGET_FPR = 0.01
 
 
 def _fit(values: np.ndarray, sensors: list[str], options: dict[str, Any], bounds: np.ndarray | None = None) -> Any:
-    from training.sequence import fit_sequence_detector, sequence_train_config
+    from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
 
     # held_out: this harness cross-fits itself (stage one), from the same fold fits for every rule
     config = sequence_train_config(device="cpu", **{"calibration": "held_out", **options})

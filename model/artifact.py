@@ -30,13 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from model import __version__
-from model.errors import ArtifactError
-from model.families import FAMILIES
-from model.families.base import FamilyConfig
-from model.kinds import KINDS
-from model.scoring import ScoringConfig
-from model.thresholds import Threshold
+from vae_anomaly.model import __version__
+from vae_anomaly.model.errors import ArtifactError
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.families.base import FamilyConfig
+from vae_anomaly.model.kinds import KINDS
+from vae_anomaly.model.scoring import ScoringConfig
+from vae_anomaly.model.thresholds import Threshold
 
 FORMAT_VERSION: Literal[2] = 2
 """2: `kind_config` and `family_config` sections (the two axes of `model.kinds` and

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model.errors import InputError, InputIssue
+from vae_anomaly.model.errors import InputError, InputIssue
 
 Loc = tuple[str | int, ...]
 
@@ -179,6 +179,14 @@ class ConditionSpec(BaseModel):
         if issues:
             raise InputError(issues)
         return positions
+
+    def index_of(self, one_hot: np.ndarray) -> np.ndarray:
+        """A one-hot encoding (B, C) → value positions (B, V), the inverse of `one_hot` (the
+        largest entry of each variable's block where the rows are mixtures)."""
+        starts = np.cumsum([0, *(len(v.values) for v in self.variables)])
+        return np.stack(
+            [one_hot[:, starts[j] : starts[j + 1]].argmax(axis=1) for j in range(len(self.variables))], axis=1
+        ).astype(np.int64)
 
     def first_index(self, n: int) -> np.ndarray:
         """(n, V) positions cycling through each variable's values: conditions for warm-up inputs."""

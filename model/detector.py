@@ -17,15 +17,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.artifact import Manifest, check_weights_file, load_weights, read_manifest, save_artifact, weight_shapes
-from model.errors import ArtifactError, InputError, InputIssue, UnsupportedError
-from model.families import FAMILIES
-from model.families.base import Family, FamilyNetwork
-from model.kinds import KINDS
-from model.kinds.base import DataKind
-from model.latent import LatentCode, encode_in_chunks, interpolate_codes, interpolation_weights
-from model.scoring import ScoreBatch, ScoreTerms, posterior_noise, score_in_chunks
-from model.thresholds import ThresholdSet, p_values, sort_calibration
+from vae_anomaly.model.artifact import (
+    Manifest,
+    check_weights_file,
+    load_weights,
+    read_manifest,
+    save_artifact,
+    weight_shapes,
+)
+from vae_anomaly.model.errors import ArtifactError, InputError, InputIssue, UnsupportedError
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.families.base import Family, FamilyNetwork
+from vae_anomaly.model.kinds import KINDS
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.latent import LatentCode, encode_in_chunks, interpolate_codes, interpolation_weights
+from vae_anomaly.model.scoring import ScoreBatch, ScoreTerms, posterior_noise, score_in_chunks
+from vae_anomaly.model.thresholds import ThresholdSet, p_values, sort_calibration
 
 __all__ = ["Detector", "Interpolation", "ScoreBatch", "load_detector", "resolve_device"]
 
@@ -196,19 +203,25 @@ class Detector:
     def interpolate(self, inputs: Any, steps: int) -> Interpolation:
         """Decode `steps` codes on the line between the codes of exactly two checked inputs, ends
         included (`model.latent.interpolate_codes`); each point is the kind's most likely input at
-        its code (records, PNGs, windows). Raises `InputError` for another count of inputs."""
+        its code (records, PNGs, windows). A conditional model's path also runs between the two
+        inputs' conditions (their one-hot encodings mixed with the same weights); its records carry
+        the condition of the nearer end (the first's at t = 0.5), as `/sample`'s carry theirs.
+        Raises `InputError` for another count of inputs."""
         count = self.kind.count(inputs)
         if count != 2:
             raise InputError([InputIssue((), interpolation_count_message(count, self.kind.result_unit), "input_count")])
         code = self.encode(inputs)
         t = interpolation_weights(steps)
         z = interpolate_codes(code.mean[0], code.mean[1], steps)
-        condition = None
-        if self.kind.condition_spec() is not None:  # a conditional model: the path runs between the two contexts too
+        condition, given = None, None
+        spec = self.kind.condition_spec()
+        if spec is not None:  # a conditional model: the path runs between the two contexts too
             ends = self.kind.batch(inputs).condition.double().numpy()  # (2, C) one-hot
             condition = torch.from_numpy(interpolate_codes(ends[0], ends[1], steps)).float()
+            positions = spec.index_of(ends)  # (2, V)
+            given = np.where((t <= 0.5)[:, None], positions[0], positions[1])  # each point: its nearer end's
         decoded = self.decode_codes(torch.from_numpy(z).float(), condition)
-        return Interpolation(t=t, codes=z, points=self.kind.render_expected(decoded))
+        return Interpolation(t=t, codes=z, points=self.kind.render_expected(decoded, given))
 
     # -- the generative side ----------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.thresholds import ThresholdSet
+from vae_anomaly.model.thresholds import ThresholdSet
 
 ScoreMethod = Literal["elbo", "iwae", "reconstruction", "joint"]
 

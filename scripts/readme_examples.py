@@ -111,7 +111,7 @@ def request(base: str, method: str, path: str, body: dict[str, Any] | None) -> A
 
 def run_examples(workdir: Path) -> dict[str, str]:
     """Train the demo model in `workdir`, serve it, run every example; NAME → rendered output."""
-    cli = [sys.executable, "-m", "training.cli"]
+    cli = [sys.executable, "-m", "vae_anomaly.training.cli"]
     subprocess.run([*cli, "demo", "--dir", str(workdir), "--no-serve"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     port = free_port()
     env = {**os.environ, "VAE_ANOMALY_LOG_FORMAT": "json"}

@@ -21,24 +21,24 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model import __version__
-from model.detector import Detector
-from model.kinds.base import envelope_schema
-from service.batching import MicroBatcher
-from service.docs import install_offline_docs
-from service.errors import install_error_handlers
-from service.limits import BodySizeLimitMiddleware
-from service.logs import AccessLogMiddleware
-from service.metrics import ServiceMetrics
-from service.multiprocess import register_worker
-from service.reload import Reloader, activate, load_verified
-from service.reload import router as reload_router
-from service.routes import INPUT_BODIES, router
-from service.settings import Settings, get_settings
-from service.shutdown import ConnectionCloseMiddleware, Drain, unless_stopped
-from service.state import ServiceState
-from service.threshold_file import ThresholdWatcher
-from service.v2 import router as v2_router
+from vae_anomaly.model import __version__
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.base import envelope_schema
+from vae_anomaly.service.batching import MicroBatcher
+from vae_anomaly.service.docs import install_offline_docs
+from vae_anomaly.service.errors import install_error_handlers
+from vae_anomaly.service.limits import BodySizeLimitMiddleware
+from vae_anomaly.service.logs import AccessLogMiddleware
+from vae_anomaly.service.metrics import ServiceMetrics
+from vae_anomaly.service.multiprocess import register_worker
+from vae_anomaly.service.reload import Reloader, activate, load_verified
+from vae_anomaly.service.reload import router as reload_router
+from vae_anomaly.service.routes import INPUT_BODIES, router
+from vae_anomaly.service.settings import Settings, get_settings
+from vae_anomaly.service.shutdown import ConnectionCloseMiddleware, Drain, unless_stopped
+from vae_anomaly.service.state import ServiceState
+from vae_anomaly.service.threshold_file import ThresholdWatcher
+from vae_anomaly.service.v2 import router as v2_router
 
 logger = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from model.detector import Detector
-from model.kinds.base import InputLimits, RequestBody
-from service.errors import ApiError
-from service.metrics import ModelMetrics
-from service.settings import Settings
-from service.state import ServiceState
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.base import InputLimits, RequestBody
+from vae_anomaly.service.errors import ApiError
+from vae_anomaly.service.metrics import ModelMetrics
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 

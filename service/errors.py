@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from model.errors import InputError, InputTooLargeError, UnsupportedError
+from vae_anomaly.model.errors import InputError, InputTooLargeError, UnsupportedError
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError, error_body
+from vae_anomaly.service.errors import ApiError, error_body
 
 
 def too_large(limit: int, size: int | None = None) -> ApiError:

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from model.thresholds import p_values, sort_calibration
-from service import multiprocess
-from service.drift import PVALUE_LEVELS, DriftWindow, WindowSummary
+from vae_anomaly.model.thresholds import p_values, sort_calibration
+from vae_anomaly.service import multiprocess
+from vae_anomaly.service.drift import PVALUE_LEVELS, DriftWindow, WindowSummary
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCORE_QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999)

@@ -15,8 +15,8 @@ from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from service.errors import error_body
-from service.settings import get_settings
+from vae_anomaly.service.errors import error_body
+from vae_anomaly.service.settings import get_settings
 
 
 def _timeout_response(seconds: float) -> bytes:

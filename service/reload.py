@@ -30,13 +30,13 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from model.detector import Detector, load_detector
-from model.errors import ArtifactError, ModelError
-from service.errors import ApiError
-from service.routes import ADMIN_ERRORS, read_body, require_admin
-from service.schemas import ErrorResponse, ReloadRequest, ReloadResponse
-from service.state import LoadedModel, ServiceState
-from service.threshold_file import apply_on_activation
+from vae_anomaly.model.detector import Detector, load_detector
+from vae_anomaly.model.errors import ArtifactError, ModelError
+from vae_anomaly.service.errors import ApiError
+from vae_anomaly.service.routes import ADMIN_ERRORS, read_body, require_admin
+from vae_anomaly.service.schemas import ErrorResponse, ReloadRequest, ReloadResponse
+from vae_anomaly.service.state import LoadedModel, ServiceState
+from vae_anomaly.service.threshold_file import apply_on_activation
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from model.detector import Detector, Interpolation, interpolation_count_message
-from model.kinds import KINDS
-from model.kinds.base import RequestBody, RequestIds
-from model.thresholds import THRESHOLD_NAME, ThresholdSet, fpr_guaranteed
-from service.batching import check_inputs, input_limits, score_body
-from service.errors import ApiError
-from service.schemas import (
+from vae_anomaly.model.detector import Detector, Interpolation, interpolation_count_message
+from vae_anomaly.model.kinds import KINDS
+from vae_anomaly.model.kinds.base import RequestBody, RequestIds
+from vae_anomaly.model.thresholds import THRESHOLD_NAME, ThresholdSet, fpr_guaranteed
+from vae_anomaly.service.batching import check_inputs, input_limits, score_body
+from vae_anomaly.service.errors import ApiError
+from vae_anomaly.service.schemas import (
     ActiveThresholdUpdate,
     EncodeResponse,
     ErrorResponse,
@@ -31,8 +31,8 @@ from service.schemas import (
     ThresholdsResponse,
     ThresholdUpdate,
 )
-from service.state import ServiceState, get_state
-from service.threshold_file import ThresholdFileError, artifact_thresholds, write_through
+from vae_anomaly.service.state import ServiceState, get_state
+from vae_anomaly.service.threshold_file import ThresholdFileError, artifact_thresholds, write_through
 
 router = APIRouter()
 logger = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from model.latent import MAX_INTERPOLATION_STEPS
-from model.thresholds import THRESHOLD_NAME
+from vae_anomaly.model.latent import MAX_INTERPOLATION_STEPS
+from vae_anomaly.model.thresholds import THRESHOLD_NAME
 
 Record = dict[str, Any]
 

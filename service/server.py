@@ -24,20 +24,20 @@ from types import FrameType
 
 import uvicorn
 
-from service.logs import logging_config
-from service.protocol import ReadTimeoutProtocol
-from service.settings import Settings
+from vae_anomaly.service.logs import logging_config
+from vae_anomaly.service.protocol import ReadTimeoutProtocol
+from vae_anomaly.service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-APP = "service.app:create_app"
+APP = "vae_anomaly.service.app:create_app"
 
 
 def multiprocess_directory(settings: Settings) -> Path:
     """`PROMETHEUS_MULTIPROC_DIR` when the operator set one (e.g. a tmpfs volume), else a fresh
     temporary directory (removed again when `serve` returns); emptied either way
     (service/multiprocess.py explains why)."""
-    from service.multiprocess import prepare_directory
+    from vae_anomaly.service.multiprocess import prepare_directory
 
     path = settings.prometheus_multiproc_dir or Path(tempfile.mkdtemp(prefix="vae-anomaly-metrics-"))
     prepare_directory(path)
@@ -58,8 +58,8 @@ def verify_artifact(settings: Settings) -> bool:
     a broken artifact as a clean stop. Checked here, every worker count fails the same way: one
     line naming the file and the fault, exit status 2. SIGTERM keeps its default action meanwhile,
     so a stop during a slow load ends the process at once. Costs one more load at start-up."""
-    from model.errors import ModelError
-    from service.reload import load_verified
+    from vae_anomaly.model.errors import ModelError
+    from vae_anomaly.service.reload import load_verified
 
     try:
         detector = load_verified(settings.model_dir, settings.device)

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 
-from model.detector import Detector
-from model.thresholds import ThresholdSet
-from service.metrics import ModelMetrics, ServiceMetrics
-from service.settings import Settings
-from service.shutdown import Drain
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.thresholds import ThresholdSet
+from vae_anomaly.service.metrics import ModelMetrics, ServiceMetrics
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.service.shutdown import Drain
 
 T = TypeVar("T")
 
 if TYPE_CHECKING:
-    from service.batching import MicroBatcher
+    from vae_anomaly.service.batching import MicroBatcher
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from model.detector import Detector
-from model.thresholds import THRESHOLD_NAME, ThresholdSet
-from service.state import ServiceState
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.thresholds import THRESHOLD_NAME, ThresholdSet
+from vae_anomaly.service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,13 @@ refused as for `/score` where the schema makes the feature required. The n recor
 `/score` path (checks, micro-batching, metrics), and the outputs are `score` (FP64), `p_value` (FP64)
 and `is_anomaly` (BOOL), each of shape `[n]`, or those named in the request's `outputs`.
 
+Tensors may also come as binary data after the JSON, and outputs go back that way when asked
+(the `binary_tensor_data` extension, what KServe's and Triton's clients send by default for numpy
+arrays: `service.v2_binary`); in binary, a NaN is a missing value.
+
+Images and sequences have no tensor mapping here yet: for them every `/v2/models/...` route but
+`ready` answers 400 with a message saying so (use `/score`).
+
 Errors take the protocol's shape, `{"error": "<message>"}`: 400 for a bad request (the message
 names the tensor and the problem), 404 for an unknown model or version.
 """
@@ -25,12 +32,13 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from model.detector import Detector
-from model.errors import InputError, ModelError
-from service.batching import score_body
-from service.errors import ApiError
-from service.metrics import ModelMetrics
-from service.state import ServiceState, get_state
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.errors import InputError, ModelError
+from vae_anomaly.service.batching import score_body
+from vae_anomaly.service.errors import ApiError
+from vae_anomaly.service.metrics import ModelMetrics
+from vae_anomaly.service.state import ServiceState, get_state
+from vae_anomaly.service.v2_binary import HEADER, BinaryDataError, encode_output, read_inputs, split_body
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (KServe V2)"])
 
@@ -57,10 +65,10 @@ class InferInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    shape: list[int] = Field(min_length=1, max_length=2)
+    shape: list[int] = Field(min_length=1)
     datatype: str
     parameters: dict[str, Any] | None = None
-    data: list[Any]
+    data: list[Any] | None = None  # None when the tensor comes as binary data (`service.v2_binary`)
 
 
 class InferOutputRequest(BaseModel):
@@ -76,6 +84,8 @@ class InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
+    model_name: str | None = None  # KServe's client repeats the path's model name here
+    model_version: str | None = None
     parameters: dict[str, Any] | None = None
     inputs: list[InferInput] = Field(min_length=1)
     outputs: list[InferOutputRequest] | None = None
@@ -140,7 +150,9 @@ def _records(detector: Detector, body: InferRequest) -> list[dict[str, Any]]:
                 f"input {tensor.name!r}: datatype {tensor.datatype} does not fit a {feature.type} feature "
                 f"(use {FEATURE_TYPES[feature.type]})",
             )
-        if len(tensor.shape) == 2 and tensor.shape[1] != 1:
+        if tensor.data is None:
+            raise V2Error(400, f"input {tensor.name!r}: no data (give `data`, or `binary_data_size` and binary data)")
+        if len(tensor.shape) > 2 or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
             raise V2Error(400, f"input {tensor.name!r}: shape {tensor.shape}; one feature per tensor: [n] or [n, 1]")
         data = _flatten(tensor.data)
         if tensor.shape[0] != len(data) or tensor.shape[0] < 0:
@@ -161,7 +173,7 @@ async def server_metadata() -> Response:
         version = metadata.version("vae-anomaly")
     except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
         version = "unknown"
-    return _json({"name": "vae-anomaly", "version": version, "extensions": []})
+    return _json({"name": "vae-anomaly", "version": version, "extensions": ["binary_tensor_data"]})
 
 
 @router.get("/health/live")
@@ -197,7 +209,7 @@ async def _guard(call: Any) -> Response:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         return _error(400, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
-    except ModelError as exc:
+    except (ModelError, BinaryDataError) as exc:
         return _error(400, str(exc))
 
 
@@ -233,6 +245,37 @@ async def model_metadata(name: str, version: str | None = None, state: ServiceSt
     return await _guard(run)
 
 
+def _binary_outputs(body: InferRequest, wanted: list[str]) -> set[str]:
+    """The outputs to send as binary data: those whose `binary_data` parameter is true, or every
+    output without one when the request's `binary_data_output` is true."""
+    default = bool((body.parameters or {}).get("binary_data_output", False))
+    asked = {o.name: (o.parameters or {}).get("binary_data") for o in body.outputs or []}
+    return {key for key in wanted if (asked.get(key) if asked.get(key) is not None else default)}
+
+
+def _outputs(payload: dict[str, Any], results: list[dict[str, Any]], wanted: list[str], binary: set[str]) -> Response:
+    """The response: outputs in JSON `data`, or, for those in `binary`, as binary data after the JSON
+    (`binary_data_size` in each one's parameters, the JSON's length in `Inference-Header-Content-Length`)."""
+    outputs, chunks = [], []
+    for key in wanted:
+        values = [r[key] for r in results]
+        output: dict[str, Any] = {"name": key, "datatype": OUTPUTS[key], "shape": [len(results)]}
+        if key in binary:
+            chunks.append(encode_output(values, OUTPUTS[key]))
+            output["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            output["data"] = values
+        outputs.append(output)
+    header = orjson.dumps({**payload, "outputs": outputs})
+    if not chunks:
+        return Response(header, media_type="application/json")
+    return Response(
+        header + b"".join(chunks),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
 @router.post("/models/{name}/infer")
 @router.post("/models/{name}/versions/{version}/infer")
 async def infer(
@@ -242,8 +285,10 @@ async def infer(
 
     async def run() -> Response:
         detector, metrics = _check_model(state, name, version)
+        _features(detector)  # an image or sequence model is refused before its tensors are read
+        header, binary = split_body(await request.body(), request.headers.get(HEADER))
         try:
-            raw = orjson.loads(await request.body())
+            raw = orjson.loads(header)
         except orjson.JSONDecodeError as exc:
             raise V2Error(400, f"malformed JSON (NaN and Infinity are not JSON): {exc}") from exc
         try:
@@ -251,6 +296,13 @@ async def infer(
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             raise V2Error(400, f"{'.'.join(str(p) for p in first['loc']) or 'body'}: {first['msg']}") from exc
+        for field, value, served in (
+            ("model_name", body.model_name, name),
+            ("model_version", body.model_version, version),
+        ):
+            if value not in (None, "") and served is not None and value != served:
+                raise V2Error(400, f"{field} {value!r} in the body differs from {served!r} in the path")
+        read_inputs(body.inputs, binary)
         wanted = [o.name for o in body.outputs] if body.outputs else list(OUTPUTS)
         unknown = [o for o in wanted if o not in OUTPUTS]
         if unknown:
@@ -262,13 +314,9 @@ async def infer(
             )
         parsed = detector.kind.parse_request({"records": records, "explain": 0})
         results = await score_body(state, detector, metrics, parsed)
-        outputs = [
-            {"name": key, "datatype": OUTPUTS[key], "shape": [len(results)], "data": [r[key] for r in results]}
-            for key in wanted
-        ]
-        payload: dict[str, Any] = {"model_name": name, "model_version": detector.manifest.version, "outputs": outputs}
+        payload: dict[str, Any] = {"model_name": name, "model_version": detector.manifest.version}
         if body.id is not None:
             payload["id"] = body.id
-        return _json(payload)
+        return _outputs(payload, results, wanted, _binary_outputs(body, wanted))
 
     return await _guard(run)

@@ -12,11 +12,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from model.kinds.tabular.schema import FeatureSpec, Schema
-from service.app import create_app
-from service.settings import Settings
-from training.tabular import fit_detector
-from training.trainer import TrainConfig
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainConfig
 
 API_TOKEN = "test-token-0123456789"
 
@@ -115,8 +115,8 @@ def make_bar_images(n: int, seed: int = 0, size: int = 8) -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_image_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small 8×8 grey image model, trained once per session on 300 bar images."""
-    from model.kinds.image.images import ImageSpec
-    from training.image_trainer import fit_image_detector
+    from vae_anomaly.model.kinds.image.images import ImageSpec
+    from vae_anomaly.training.image_trainer import fit_image_detector
 
     spec = ImageSpec(height=8, width=8, channels=1)
     pixels = make_bar_images(300)[:, None].astype(np.float32) / 255.0

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from model.detector import Detector as LoadedDetector
-from model.thresholds import DEFAULT_TARGETS
-from training.batch_scoring import score_frame
-from training.data import DataError, _frame_columns, normal_mask, suspicious_columns
-from training.tabular import fit_detector
-from training.trainer import TrainConfig
+from vae_anomaly.model.detector import Detector as LoadedDetector
+from vae_anomaly.model.thresholds import DEFAULT_TARGETS
+from vae_anomaly.training.batch_scoring import score_frame
+from vae_anomaly.training.data import DataError, _frame_columns, normal_mask, suspicious_columns
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainConfig
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,7 +1,7 @@
 """Scoring tables too large for memory: `score_frame`, a pandas-in / pandas-out wrapper around the
 one scoring path (`Detector.score_results`, what `/score` runs), then two engines around it:
 
-- `score_file_streaming`: one process, the input read in record batches (`pyarrow.dataset`) and
+- `score_file_streaming`: one process, the input read in record batches (`training.record_batches`) and
   the output written a batch at a time (Parquet row groups, CSV or JSON lines appended), so memory
   is bounded by the batch size, not the file;
 - `score_file_dask`: `read_parquet → map_partitions(score_frame) → to_parquet` on a Dask cluster (a
@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from model.detector import Detector
-from training.data import DataError, _frame_columns
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.training import record_batches
+from vae_anomaly.training.data import DataError, _frame_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,24 +103,17 @@ def output_dtypes() -> dict[str, str]:
     }
 
 
-def _input_dataset(path: Path) -> Any:
-    import pyarrow.dataset as ds
-
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq") or path.is_dir():
-        return ds.dataset(str(path), format="parquet")
-    if suffix == ".csv":
-        return ds.dataset(str(path), format="csv")
-    raise DataError(f"{path}: batch scoring reads .parquet (a file or a folder of parts) or .csv")
-
-
 def iter_frames(path: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
-    """The input file in record batches of at most `batch_rows` rows (Parquet: within row groups)."""
+    """The input file in record batches of at most `batch_rows` rows (Parquet: within row groups),
+    read without read-ahead (`training.record_batches`), so memory is bounded by the batch."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    for batch in _input_dataset(path).to_batches(batch_size=batch_rows):
-        yield batch.to_pandas()
+    try:
+        for batch in record_batches.record_batches(path, batch_rows):
+            yield batch.to_pandas()
+    except record_batches.FormatError as exc:
+        raise DataError(f"{path}: batch scoring reads .parquet (a file or a folder of parts) or .csv") from exc
 
 
 def score_file_streaming(
@@ -214,4 +208,4 @@ def score_file_dask(
     finally:
         if cluster is not None:
             cluster.close()
-    return int(_input_dataset(Path(out)).count_rows())
+    return record_batches.count_rows(Path(out))

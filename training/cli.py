@@ -22,25 +22,38 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from model.detector import Detector
-from model.errors import InputError, ModelError
-from model.families import FAMILIES
-from model.kinds.tabular.kind import TabularKind
-from model.kinds.tabular.schema import Schema, read_schema
-from model.scoring import ScoreBatch
-from model.thresholds import DEFAULT_TARGETS
-from training.data import DataError, anomaly_labels, holdout_rows, normal_mask, read_table, suspicious_columns
-from training.encode_cli import add_encode_parser, encode_command
-from training.evaluate import detection_metrics, model_metrics, write_report
-from training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
-from training.image_data import is_image_source
-from training.image_trainer import IMAGE_DEFAULTS, image_train_config
-from training.latent_report import write_latent_section
-from training.output import check_out_path, progress_bar, write_results
-from training.sequence import sequence_train_config
-from training.sequence_cli import score_sequences_file, train_sequences
-from training.tabular import fit_detector
-from training.trainer import OptionsError, TrainConfig, family_option_names, refused_family_options, training_report
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.errors import InputError, ModelError
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.kinds.tabular.kind import TabularKind
+from vae_anomaly.model.kinds.tabular.schema import Schema, read_schema
+from vae_anomaly.model.scoring import ScoreBatch
+from vae_anomaly.model.thresholds import DEFAULT_TARGETS
+from vae_anomaly.training.data import (
+    DataError,
+    anomaly_labels,
+    holdout_rows,
+    normal_mask,
+    read_table,
+    suspicious_columns,
+)
+from vae_anomaly.training.encode_cli import add_encode_parser, encode_command
+from vae_anomaly.training.evaluate import detection_metrics, model_metrics, write_report
+from vae_anomaly.training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
+from vae_anomaly.training.image_data import is_image_source
+from vae_anomaly.training.image_trainer import IMAGE_DEFAULTS, image_train_config
+from vae_anomaly.training.latent_report import write_latent_section
+from vae_anomaly.training.output import check_out_path, progress_bar, write_results
+from vae_anomaly.training.sequence import sequence_train_config
+from vae_anomaly.training.sequence_cli import score_sequences_file, train_sequences
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import (
+    OptionsError,
+    TrainConfig,
+    family_option_names,
+    refused_family_options,
+    training_report,
+)
 
 logger = logging.getLogger("vae_anomaly")
 
@@ -61,6 +74,17 @@ def _columns_arg(text: str) -> list[str]:
     if not all(names) or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"expected distinct column names separated by commas, got {text!r}")
     return names
+
+
+def _widths_arg(text: str) -> list[int]:
+    """`64,32` → [64, 32]: layer widths, each a positive integer."""
+    try:
+        widths = [int(part) for part in text.split(",")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive layer widths separated by commas, got {text!r}")
+    return widths
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -192,7 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sparsity", type=float, default=None, help="sparse-ae: weight of the L1 code penalty (1e-2)")
     train.add_argument("--top-latent-dim", type=int, default=None, help="hvae: size of z2 (default latent-dim / 2)")
     train.add_argument(
+        "--hidden-dim", type=int, default=None, help="hvae: width of the MLPs between z1 and z2 (default 64)"
+    )
+    train.add_argument(
         "--adversarial-weight", type=float, default=None, help="aae: weight of the discriminator loss (default 1)"
+    )
+    train.add_argument(
+        "--discriminator-dims",
+        type=_widths_arg,
+        default=None,
+        metavar="W,W",
+        help="aae: hidden layer widths of the discriminator (default 64,64)",
     )
     train.add_argument(
         "--condition-columns",
@@ -277,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     evaluate.add_argument("--report", type=Path, help="directory for plots and report.md")
     evaluate.add_argument(
+        "--anomalies",
+        type=Path,
+        metavar="FILE",
+        help="conditional image models (their labels are the condition): one 0/1 per image, 1 = anomalous "
+        "(.npy, or one value per line)",
+    )
+    evaluate.add_argument(
         "--holdout",
         type=_fraction_arg,
         metavar="FRACTION",
@@ -341,21 +382,13 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
     optional = {
         "epochs": args.epochs,
         "patience": args.patience,
-        "beta": args.beta,
-        "kl_warmup_epochs": args.kl_warmup_epochs,
-        "feature_dropout": args.feature_dropout,
-        "iwae_samples": args.iwae_samples,
-        "noise": args.noise,
-        "noise_type": args.noise_type,
-        "sparsity": args.sparsity,
-        "top_latent_dim": args.top_latent_dim,
-        "adversarial_weight": args.adversarial_weight,
         "likelihood": args.likelihood,
         "score_method": args.score_method,
         "condition_columns": args.condition_columns,
     }
-    given = {name: value for name, value in optional.items() if value is not None}
     family_flags = set().union(*family_option_names().values())
+    optional.update({name: getattr(args, name) for name in family_flags})  # each family option has its flag
+    given = {name: value for name, value in optional.items() if value is not None}
     refusal = refused_family_options(args.family, family_flags & set(given), lambda name: "--" + name.replace("_", "-"))
     if refusal:
         raise OptionsError(refusal)
@@ -423,7 +456,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def _train_stream(args: argparse.Namespace, config: TrainConfig, overrides: Schema | None) -> int:
     """`train --stream`: the tabular fit of `training.streaming`, one record batch at a time."""
-    from training.streaming import ReadOptions, fit_stream
+    from vae_anomaly.training.streaming import ReadOptions, fit_stream
 
     options = ReadOptions(
         chunk_rows=args.chunk_rows,
@@ -487,7 +520,7 @@ def score_command(args: argparse.Namespace) -> int:
 
 def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
     """Tables in bounded memory: record batches in one process, or partitions on Dask."""
-    from training.batch_scoring import score_file_dask, score_file_streaming
+    from vae_anomaly.training.batch_scoring import score_file_dask, score_file_streaming
 
     if args.engine == "dask":
         if args.id_column is not None:
@@ -538,7 +571,7 @@ def serve_command(args: argparse.Namespace) -> int:
     """Hand over to service/server.py by import string (see the module docstring)."""
     import importlib
 
-    server = importlib.import_module("service.server")
+    server = importlib.import_module("vae_anomaly.service.server")
     if getattr(args, "log_format", None):  # the workers read their settings from the environment
         os.environ["VAE_ANOMALY_LOG_FORMAT"] = args.log_format
     return server.serve(args.model_dir, args.host, args.port, args.workers, args.device)
@@ -572,10 +605,10 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.kind == "image":
         return demo_image(args, train, serve_command)
     if args.kind == "sequence":
-        from training.sequence_demo import demo_sequence
+        from vae_anomaly.training.sequence_demo import demo_sequence
 
         return demo_sequence(args, train, serve_command)
-    from training.demo_data import LABEL, demo_records, make_demo_frame
+    from vae_anomaly.training.demo_data import LABEL, demo_records, make_demo_frame
 
     data_path = args.dir / "data" / "demo.csv"
     test_path = args.dir / "data" / "demo_test.csv"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.kinds.tabular.schema import Schema
+from vae_anomaly.model.kinds.tabular.schema import Schema
 
 if TYPE_CHECKING:
     import pandas as pd

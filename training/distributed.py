@@ -1,6 +1,6 @@
 """Data-parallel training with PyTorch's `DistributedDataParallel`, launched by `torchrun`.
 
-`torchrun --nproc_per_node N -m training.cli train …` starts N copies of the CLI with `RANK`,
+`torchrun --nproc_per_node N -m vae_anomaly.training.cli train …` starts N copies of the CLI with `RANK`,
 `LOCAL_RANK`, `WORLD_SIZE` and a rendezvous in their environment; `World.from_environment` joins
 that process group (gloo on the CPU, nccl with `cuda:{LOCAL_RANK}` on GPUs). A caller that has
 already initialised a group (the tests, with a file store) is joined as it is. Without either,
@@ -16,7 +16,9 @@ What the trainer does with a world larger than one (see `training.trainer`):
 - the batch size is global (split across ranks) and the regulariser warm-up counts global steps;
 - the validation objective is summed over the ranks' shards and all-reduced, so every rank sees the
   same value and stops at the same epoch;
-- rank 0 alone scores the calibration split and writes the artifact (`World.is_writer`).
+- each rank scores its block of the calibration split's scoring chunks and the score terms are
+  all-gathered (`World.gather_rows`), so every rank holds the calibration scores one process would
+  compute, bit for bit; rank 0 alone writes the artifact (`World.is_writer`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -76,6 +79,30 @@ class World:
             tensor = tensor.cuda(self.local_rank)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor.cpu().tolist()
+
+    def gather_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Every rank's `rows` (n_rank, ...), of one trailing shape, concatenated in rank order on
+        every rank; the counts may differ (one all-gather of the counts, one of the rows padded to
+        the largest). Values travel as float64 and come back in `rows`' dtype, so float32 and
+        float64 arrays are returned bit for bit. Identity for a single process."""
+        if not self.distributed:
+            return rows
+        local = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float64))
+        counts = [int(c) for c in self._all_gather(torch.tensor([local.shape[0]], dtype=torch.int64))]
+        padded = torch.zeros((max(counts), *local.shape[1:]), dtype=torch.float64)
+        padded[: local.shape[0]] = local
+        parts = self._all_gather(padded)
+        return np.concatenate([part[:count].numpy() for part, count in zip(parts, counts, strict=True)]).astype(
+            rows.dtype, copy=False
+        )
+
+    def _all_gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """One tensor from each rank, on the CPU (nccl gathers on this rank's GPU)."""
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda(self.local_rank)
+        parts = [torch.empty_like(tensor) for _ in range(self.size)]
+        dist.all_gather(parts, tensor)
+        return [part.cpu() for part in parts]
 
     def shard(self, n: int) -> tuple[int, int]:
         """This rank's contiguous [start, stop) of n rows (evaluation shards; every row once)."""

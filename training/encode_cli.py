@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from model.detector import Detector
-from model.kinds.image.kind import ImageKind
-from model.kinds.sequence.kind import SequenceKind
-from model.kinds.tabular.kind import TabularKind
-from model.latent import LatentCode
-from training.data import DataError, read_table
-from training.image_data import read_images
-from training.sequence_data import read_sensor_table
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.image.kind import ImageKind
+from vae_anomaly.model.kinds.sequence.kind import SequenceKind
+from vae_anomaly.model.kinds.tabular.kind import TabularKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.training.data import DataError, read_table
+from vae_anomaly.training.image_data import read_images
+from vae_anomaly.training.sequence_data import read_sensor_table
 
 OUTPUTS = (".npz", ".parquet", ".csv")
 

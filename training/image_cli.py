@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from model.conditions import fit_condition_spec
-from model.detector import Detector
-from model.families import FAMILIES
-from model.kinds.image.images import ImageSpec, encode_png, images_from_array
-from model.kinds.image.kind import ImageKind
-from training.data import DataError, anomaly_labels, holdout_rows, normal_mask
-from training.evaluate import model_metrics, write_report
-from training.image_data import ImageSet, read_images
-from training.image_report import write_image_report
-from training.image_trainer import fit_image_detector
-from training.output import progress_bar, write_results
-from training.trainer import TrainConfig, training_report
+from vae_anomaly.model.conditions import fit_condition_spec
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.kinds.image.images import ImageSpec, encode_png, images_from_array
+from vae_anomaly.model.kinds.image.kind import ImageKind
+from vae_anomaly.training.data import DataError, anomaly_labels, holdout_rows, normal_mask
+from vae_anomaly.training.evaluate import model_metrics, write_report
+from vae_anomaly.training.image_data import ImageSet, read_images
+from vae_anomaly.training.image_report import write_image_report
+from vae_anomaly.training.image_trainer import fit_image_detector
+from vae_anomaly.training.output import progress_bar, write_results
+from vae_anomaly.training.trainer import TrainConfig, training_report
 
 DEMO_NORMAL_DIGIT = 0
 
@@ -129,20 +129,56 @@ def score_images_file(args: argparse.Namespace, detector: Detector) -> int:
     return 0
 
 
+def read_anomaly_flags(path: Path, count: int) -> np.ndarray:
+    """`evaluate --anomalies FILE`: one 0/1 per image (1 = anomalous), a .npy array or a text file
+    with one value per line, in the data set's order (that of `score`'s `index`) → (count,) int64.
+    Raises `DataError` naming the file for another count or a value other than 0 and 1."""
+    try:
+        values = np.load(path, allow_pickle=False) if path.suffix.lower() == ".npy" else np.loadtxt(path, ndmin=1)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"--anomalies {path}: not a .npy array or a text file of 0/1 values ({exc})") from exc
+    values = np.asarray(values).reshape(-1)
+    if len(values) != count:
+        raise DataError(f"--anomalies {path}: {len(values)} values for {count} images")
+    if not np.isin(values, (0, 1)).all():
+        raise DataError(f"--anomalies {path}: values must be 0 (normal) or 1 (anomalous)")
+    return values.astype(np.int64)
+
+
 def evaluate_images(args: argparse.Namespace, detector: Detector) -> int:
-    """Metrics on a labelled image set; with --report also the image panels."""
+    """Metrics on a labelled image set; with --report also the image panels.
+
+    An unconditional model reads the labels as normal (`--normal-value`) or anomalous. A conditional
+    one reads them as each image's condition, as `score` does, and takes which images are anomalous
+    from `--anomalies FILE` (an image that does not fit its label, say)."""
     images = read_images(args.data, getattr(args, "labels", None))
+    kind = _image_kind(detector)
+    conditional = kind.condition_spec() is not None
+    anomalies_path = getattr(args, "anomalies", None)
+    if conditional and anomalies_path is None:
+        raise DataError(
+            "this conditional model reads the image labels as its condition; say which images "
+            "are anomalous with --anomalies FILE (one 0/1 per image, .npy or one value per line)"
+        )
+    if conditional and args.normal_value is not None:
+        raise DataError(
+            "--normal-value: a conditional model's labels are its condition; --anomalies says which are not normal"
+        )
+    if not conditional and anomalies_path is not None:
+        raise DataError("--anomalies is for conditional image models; this one reads the labels (--normal-value)")
+    flags = read_anomaly_flags(anomalies_path, len(images)) if anomalies_path is not None else None
     if getattr(args, "holdout", None):
-        images = images.rows(holdout_rows(len(images), args.holdout, held_out=True))
+        part = holdout_rows(len(images), args.holdout, held_out=True)
+        images = images.rows(part)
+        flags = None if flags is None else flags[part]
     if images.labels is None:
         raise DataError(f"{args.data}: no labels (an IDX labels file, y in the .npz, or sub-folders)")
-    if _image_kind(detector).condition_spec() is not None:
-        raise DataError(
-            "evaluate reads image labels as normal/anomalous, and this conditional model reads them as its "
-            "condition: score the images with `vae-anomaly score` (labels = conditions) and compare yourself"
-        )
-    labels = anomaly_labels(images.labels, args.normal_value)
-    inputs = _image_kind(detector).inputs_from_array(images.pixels)
+    if flags is not None:
+        labels = flags
+        inputs = kind.inputs_from_array(images.pixels, images.labels)
+    else:
+        labels = anomaly_labels(images.labels, args.normal_value)
+        inputs = kind.inputs_from_array(images.pixels)
     with progress_bar(len(images), "image") as update:
         scored = detector.score(inputs, update)
     metrics, thresholds = model_metrics(detector, scored.terms.score, labels)

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from model.detector import Detector
-from model.kinds.image.backbone import ImageDecoderOutput
-from model.kinds.image.images import ImageInputs, encode_png, to_channels
-from model.kinds.image.kind import ImageKind
-from model.kinds.image.render import heatmap_overlay, image_grid
-from model.scoring import ScoreBatch
-from training.latent_report import write_latent_section
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.image.backbone import ImageDecoderOutput
+from vae_anomaly.model.kinds.image.images import ImageInputs, encode_png, to_channels
+from vae_anomaly.model.kinds.image.kind import ImageKind
+from vae_anomaly.model.kinds.image.render import heatmap_overlay, image_grid
+from vae_anomaly.model.scoring import ScoreBatch
+from vae_anomaly.training.latent_report import write_latent_section
 
 EXTREMES = 8
 """Images shown at each end of the score ranking."""
@@ -44,7 +44,8 @@ def extremes_panel(detector: Detector, inputs: ImageInputs, scored: ScoreBatch, 
     order = np.argsort(-scored.terms.score, kind="stable")
     chosen = np.concatenate([order[:count], order[::-1][:count]])
     pixels = inputs.pixels[chosen]
-    terms = detector.terms(ImageInputs(pixels, [inputs.shapes[k] for k in chosen]), detector.noise[:1])
+    condition = None if inputs.condition is None else inputs.condition[chosen]  # a conditional model's labels
+    terms = detector.terms(ImageInputs(pixels, [inputs.shapes[k] for k in chosen], condition), detector.noise[:1])
     expected: ImageDecoderOutput = terms.expected
     means = expected.mean().numpy()
     excess = np.clip(kind.excess_error(terms), 0.0, None)
@@ -96,10 +97,14 @@ def write_image_report(
     ]
     if detector.family.can_sample:
         samples = directory / "samples.png"
-        decoded = detector.decode_prior(64, torch.Generator().manual_seed(0))
+        spec = detector.kind.condition_spec()
+        given = spec.first_index(64) if spec is not None else None  # a conditional model: its labels in turn
+        decoded = detector.decode_prior(64, torch.Generator().manual_seed(0), condition=given)
         samples.write_bytes(encode_png(image_grid(_image_kind(detector).sample_pixels(decoded), columns=8, padding=2)))
         written.append(samples)
-        section += ["Samples from the model (z from the prior, shown as E[x | z]):", "", "![samples](samples.png)", ""]
+        caption = "Samples from the model (z from the prior, shown as E[x | z]"
+        caption += ", given each label in turn):" if spec is not None else "):"
+        section += [caption, "", "![samples](samples.png)", ""]
     with (directory / "report.md").open("a") as handle:
         handle.write("\n".join(section))
     return written + write_latent_section(directory, detector, inputs, raw_labels)

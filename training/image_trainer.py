@@ -9,12 +9,12 @@ import time
 
 import numpy as np
 
-from model.conditions import ConditionSpec
-from model.kinds.image.backbone import image_network_config
-from model.kinds.image.images import ImageBatch, ImageSpec
-from model.kinds.image.kind import ImageKind, ImageOptions
-from training.data import split_rows
-from training.trainer import TrainConfig, TrainResult, fit
+from vae_anomaly.model.conditions import ConditionSpec
+from vae_anomaly.model.kinds.image.backbone import image_network_config
+from vae_anomaly.model.kinds.image.images import ImageBatch, ImageSpec
+from vae_anomaly.model.kinds.image.kind import ImageKind, ImageOptions
+from vae_anomaly.training.data import split_rows
+from vae_anomaly.training.trainer import TrainConfig, TrainResult, fit
 
 DECODER_PASSES_PER_CHUNK = 2048
 """Images × posterior draws decoded at once when scoring: bounds memory (≈ 100 MB of activations

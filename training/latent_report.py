@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from model.detector import Detector
+from vae_anomaly.model.detector import Detector
 
 MAX_POINTS = 5000
 """Points drawn at most (a seeded subsample beyond it): more only hide each other."""

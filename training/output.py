@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from training.data import DataError
+from vae_anomaly.training.data import DataError
 
 OUT_SUFFIXES = (".jsonl", ".csv", ".parquet")
 

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
-from model.families.base import FamilyNetwork
-from training.distributed import SINGLE, World
+from vae_anomaly.model.families.base import FamilyNetwork
+from vae_anomaly.training.distributed import SINGLE, World
 
 
 class TrainRows(Protocol):

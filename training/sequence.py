@@ -25,14 +25,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model.kinds.sequence.backbone import SequenceBackboneConfig
-from model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKindConfig, SequenceOptions
-from model.kinds.sequence.preprocessing import consecutive_blocks, fit_scaling, slow_sensors
-from model.kinds.sequence.windows import segment_bounds
-from training.data import DataError
-from training.sequence_calibration import Fitter, cross_fit_calibration, fold_blocks
-from training.sequence_data import WindowSplit, pair_starts, split_windows, time_split_bounds
-from training.trainer import TrainConfig, TrainResult, fit
+from vae_anomaly.model.kinds.sequence.backbone import SequenceBackboneConfig
+from vae_anomaly.model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKindConfig, SequenceOptions
+from vae_anomaly.model.kinds.sequence.preprocessing import consecutive_blocks, fit_scaling, slow_sensors
+from vae_anomaly.model.kinds.sequence.windows import segment_bounds
+from vae_anomaly.training.data import DataError
+from vae_anomaly.training.sequence_calibration import Fitter, cross_fit_calibration, fold_blocks
+from vae_anomaly.training.sequence_data import WindowSplit, pair_starts, split_windows, time_split_bounds
+from vae_anomaly.training.trainer import TrainConfig, TrainResult, fit
 
 
 def _inputs(windows: np.ndarray) -> SequenceInputs:

@@ -31,11 +31,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKindConfig
-from model.kinds.sequence.windows import gather_windows
-from training.data import DataError
-from training.sequence_data import pair_starts
-from training.trainer import TrainConfig, TrainResult, calibrated_fields
+from vae_anomaly.model.kinds.sequence.kind import SequenceInputs, SequenceKind, SequenceKindConfig
+from vae_anomaly.model.kinds.sequence.windows import gather_windows
+from vae_anomaly.training.data import DataError
+from vae_anomaly.training.sequence_data import pair_starts
+from vae_anomaly.training.trainer import TrainConfig, TrainResult, calibrated_fields
 
 logger = logging.getLogger(__name__)
 

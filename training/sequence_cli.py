@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from model.detector import Detector
-from model.kinds.sequence.kind import SequenceInputs, SequenceKind
-from training.data import DataError
-from training.sequence import fit_sequence_detector, fit_sequence_windows
-from training.sequence_data import read_sensor_table, read_window_npz, window_sensor_names
-from training.trainer import TrainConfig, training_report
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.sequence.kind import SequenceInputs, SequenceKind
+from vae_anomaly.training.data import DataError
+from vae_anomaly.training.sequence import fit_sequence_detector, fit_sequence_windows
+from vae_anomaly.training.sequence_data import read_sensor_table, read_window_npz, window_sensor_names
+from vae_anomaly.training.trainer import TrainConfig, training_report
 
 
 def _sequence_kind(detector: Detector) -> SequenceKind:

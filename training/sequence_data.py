@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.kinds.sequence.windows import gather_windows, segment_bounds, window_starts
-from training.data import DataError
+from vae_anomaly.model.kinds.sequence.windows import gather_windows, segment_bounds, window_starts
+from vae_anomaly.training.data import DataError
 
 if TYPE_CHECKING:
     import pandas as pd

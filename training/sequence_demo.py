@@ -20,9 +20,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from model.detector import Detector
-from training.evaluate import detection_metrics
-from training.sequence_cli import score_rows
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.training.evaluate import detection_metrics
+from vae_anomaly.training.sequence_cli import score_rows
 
 TIME = "time"
 LABEL = "anomaly"

@@ -1,7 +1,8 @@
 """Training a tabular model on a Parquet or CSV file larger than memory.
 
-The file is read in record batches ("chunks") by `pyarrow.dataset`; nothing holds more than one
-chunk of training rows, plus the capped validation and calibration splits.
+The file is read in record batches ("chunks", `training.record_batches`: pyarrow's Parquet and CSV
+readers set up so that they do not read ahead of the consumer); nothing holds more than one chunk
+of training rows, plus the capped validation and calibration splits.
 
 1. One streaming pass (`scan`) fits the schema and the preprocessing with mergeable statistics:
    per numeric column the count, mean and M2 of the training rows (Chan et al.'s pairwise update),
@@ -36,11 +37,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from model.detector import resolve_device
-from model.errors import SchemaError
-from model.families.base import FamilyNetwork
-from model.kinds.tabular.kind import TabularKind, TabularKindConfig, TabularOptions, tabular_network_config
-from model.kinds.tabular.preprocessing import (
+from vae_anomaly.model.detector import resolve_device
+from vae_anomaly.model.errors import SchemaError
+from vae_anomaly.model.families.base import FamilyNetwork
+from vae_anomaly.model.kinds.tabular.kind import TabularKind, TabularKindConfig, TabularOptions, tabular_network_config
+from vae_anomaly.model.kinds.tabular.preprocessing import (
     MIN_SCALE,
     Columns,
     NumericStats,
@@ -48,10 +49,11 @@ from model.kinds.tabular.preprocessing import (
     TabularCodec,
     check_columns,
 )
-from model.kinds.tabular.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
-from training.data import DataError, _frame_columns, normal_mask
-from training.distributed import World
-from training.trainer import TrainConfig, TrainResult, fit_rows
+from vae_anomaly.model.kinds.tabular.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
+from vae_anomaly.training import record_batches
+from vae_anomaly.training.data import DataError, _frame_columns, normal_mask
+from vae_anomaly.training.distributed import World
+from vae_anomaly.training.trainer import TrainConfig, TrainResult, fit_rows
 
 logger = logging.getLogger(__name__)
 
@@ -118,27 +120,11 @@ def held_out_fractions(total_rows: int, config: TrainConfig) -> tuple[float, flo
 def count_rows(path: Path, options: ReadOptions) -> int:
     """Rows in the file (Parquet: from its metadata; CSV: one read)."""
     try:
-        return int(_dataset(Path(path), options).count_rows())
+        return record_batches.count_rows(Path(path))
+    except record_batches.FormatError as exc:
+        raise DataError(f"{path}: streaming reads .parquet or .csv, not {Path(path).suffix!r}") from exc
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: not readable: {exc}") from exc
-
-
-def _dataset(path: Path, options: ReadOptions) -> Any:
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return ds.dataset(str(path), format="parquet")
-    if suffix == ".csv":
-        from pyarrow import csv
-
-        text = {name: pa.string() for name in options.text_columns}
-        return ds.dataset(
-            str(path),
-            format=ds.CsvFileFormat(convert_options=csv.ConvertOptions(column_types=text, strings_can_be_null=True)),
-        )
-    raise DataError(f"{path}: streaming reads .parquet or .csv, not {suffix!r}")
 
 
 def read_chunks(path: Path, options: ReadOptions) -> Iterator[tuple[int, Columns]]:
@@ -148,7 +134,7 @@ def read_chunks(path: Path, options: ReadOptions) -> Iterator[tuple[int, Columns
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        batches = _dataset(path, options).to_batches(batch_size=options.chunk_rows)
+        batches = record_batches.record_batches(path, options.chunk_rows, options.text_columns)
         offset = 0
         for record_batch in batches:
             frame = record_batch.to_pandas()
@@ -166,6 +152,8 @@ def read_chunks(path: Path, options: ReadOptions) -> Iterator[tuple[int, Columns
             columns = _frame_columns(frame)
             columns["__row__"] = rows
             yield int(rows[0]) if len(rows) else offset, columns
+    except record_batches.FormatError as exc:
+        raise DataError(f"{path}: streaming reads .parquet or .csv, not {path.suffix!r}") from exc
     except (OSError, ValueError) as exc:
         if isinstance(exc, DataError):
             raise

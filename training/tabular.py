@@ -8,13 +8,13 @@ import time
 
 import numpy as np
 
-from model.conditions import fit_condition_spec
-from model.errors import SchemaError
-from model.kinds.tabular.kind import TabularKind, TabularKindConfig, TabularOptions, tabular_network_config
-from model.kinds.tabular.preprocessing import Columns, TabularCodec, check_columns, fit_preprocessing
-from model.kinds.tabular.schema import Schema, infer_schema
-from training.data import split_rows
-from training.trainer import TrainConfig, TrainResult, fit
+from vae_anomaly.model.conditions import fit_condition_spec
+from vae_anomaly.model.errors import SchemaError
+from vae_anomaly.model.kinds.tabular.kind import TabularKind, TabularKindConfig, TabularOptions, tabular_network_config
+from vae_anomaly.model.kinds.tabular.preprocessing import Columns, TabularCodec, check_columns, fit_preprocessing
+from vae_anomaly.model.kinds.tabular.schema import Schema, infer_schema
+from vae_anomaly.training.data import split_rows
+from vae_anomaly.training.trainer import TrainConfig, TrainResult, fit
 
 
 def fit_detector(

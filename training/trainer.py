@@ -21,17 +21,17 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from tqdm.auto import tqdm
 
-from model.artifact import Manifest, library_versions, utc_now
-from model.detector import Detector, resolve_device
-from model.families import FAMILIES
-from model.families.base import FamilyConfig, FamilyNetwork, TrainStep
-from model.kinds import KINDS
-from model.kinds.base import DataKind
-from model.scoring import ScoreMethod, ScoringConfig, posterior_noise, score_in_chunks
-from model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
-from training.data import Split
-from training.distributed import SINGLE, World
-from training.rows import InMemoryRows, TrainRows, mean_elbo
+from vae_anomaly.model.artifact import Manifest, library_versions, utc_now
+from vae_anomaly.model.detector import Detector, resolve_device
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.families.base import FamilyConfig, FamilyNetwork, TrainStep
+from vae_anomaly.model.kinds import KINDS
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms, ScoringConfig, posterior_noise, score_in_chunks
+from vae_anomaly.model.thresholds import DEFAULT_TARGETS, ThresholdSet, fpr_guaranteed, sort_calibration
+from vae_anomaly.training.data import Split
+from vae_anomaly.training.distributed import SINGLE, World
+from vae_anomaly.training.rows import InMemoryRows, TrainRows, mean_elbo
 
 _mean_elbo = mean_elbo  # the name the tests knew
 
@@ -289,6 +289,33 @@ def calibrated_fields(scores: np.ndarray, config: TrainConfig, version: str | No
     }
 
 
+def calibration_terms(
+    network: FamilyNetwork, calibration: Any, noise: torch.Tensor, scoring: ScoringConfig, world: World = SINGLE
+) -> ScoreTerms:
+    """The calibration split's score terms, as one process computes them.
+
+    With several ranks each scores its contiguous block of the split's scoring chunks
+    (`scoring.chunk_size` inputs each, aligned as one process aligns them) and the per-input arrays
+    are all-gathered in rank order: every input is scored in the very batch one process would
+    score it in, so every rank gets the single process's scores bit for bit, and the capped
+    calibration set (hence the p-value lookup) is the same. The decoder outputs (`expected`) are not
+    shipped between ranks: the gathered terms carry None there (a kind's `calibrated_config` reads
+    the per-input arrays only)."""
+    if not world.distributed:
+        return score_in_chunks(network, calibration, noise, scoring)
+    n, size = len(calibration), scoring.chunk_size
+    first, last = world.shard(math.ceil(n / size))
+    local = score_in_chunks(network, calibration.slice(first * size, min(last * size, n)), noise, scoring)
+    return ScoreTerms(
+        score=world.gather_rows(local.score),
+        elbo=world.gather_rows(local.elbo),
+        reconstruction_error=world.gather_rows(local.reconstruction_error),
+        contributions=world.gather_rows(local.contributions),
+        latent_mean=world.gather_rows(local.latent_mean),
+        expected=None,
+    )
+
+
 @dataclass
 class TrainingRun:
     """What `train_network` reports about the loop it ran."""
@@ -414,9 +441,8 @@ def fit_rows(
     (`ScoringConfig.chunk_size`; its default when None). Under `torchrun` (or in an initialised
     process group) this is one rank of a data-parallel run (`training.distributed`): every rank holds
     the same validation and calibration batches, trains its shard, and returns the same detector;
-    the result's `world` says which rank may write it. The calibration split is scored on every rank
-    (forward passes only) so that each can build the kind's calibrated config without shipping
-    decoder outputs around.
+    the result's `world` says which rank may write it. Each rank scores its part of the calibration
+    split and the scores are all-gathered (`calibration_terms`): the same bits as one process.
     """
     device = train.device
     family = FAMILIES[config.family]
@@ -441,7 +467,7 @@ def fit_rows(
     if chunk_size is not None:
         scoring = scoring.model_copy(update={"chunk_size": chunk_size})
     noise = posterior_noise(scoring.n_samples, network.latent_dim, scoring.seed).to(device)
-    terms = score_in_chunks(network, calibration, noise, scoring)
+    terms = calibration_terms(network, calibration, noise, scoring, world)
     fields = calibrated_fields(terms.score, config, version, rows["calibration"])
     summary = training_summary(rows, run, device, config, started, world.size)
     fields.update(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from model.families.autoencoder import AAE, AE, DAE, SPARSE_AE
-from model.families.base import Family
-from model.families.cvae import CVAE
-from model.families.hvae import HVAE
-from model.families.vae import BETA_VAE, IWAE, VAE
+from vae_anomaly.model.families.autoencoder import AAE, AE, DAE, SPARSE_AE
+from vae_anomaly.model.families.base import Family
+from vae_anomaly.model.families.cvae import CVAE
+from vae_anomaly.model.families.hvae import HVAE
+from vae_anomaly.model.families.vae import BETA_VAE, IWAE, VAE
 
 FAMILIES: dict[str, Family] = {
     "vae": VAE,

@@ -20,18 +20,18 @@ None has a posterior, so the score is the reconstruction NLL at the code (the AA
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from model.distributions import log_standard_normal
-from model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
-from model.kinds.base import Corruption, DataKind
-from model.latent import LatentCode
-from model.networks import mlp
-from model.scoring import ScoreMethod, ScoreTerms
+from vae_anomaly.model.distributions import log_standard_normal
+from vae_anomaly.model.families.base import Family, FamilyConfig, FamilyNetwork, LossTerms, TrainStep
+from vae_anomaly.model.kinds.base import Corruption, DataKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.model.networks import mlp
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
 class AEConfig(FamilyConfig):
@@ -77,7 +77,9 @@ class AAEConfig(AEConfig):
     """The adversarial autoencoder: the discriminator's widths and the adversarial weight."""
 
     adversarial_weight: float = Field(default=1.0, gt=0, description="weight of the discriminator loss")
-    discriminator_dims: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    discriminator_dims: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [64, 64], min_length=1, description="hidden layer widths of the discriminator D(z)"
+    )
 
 
 class AutoencoderNetwork(FamilyNetwork):

@@ -19,9 +19,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from model.kinds.base import DataKind
-from model.latent import LatentCode
-from model.scoring import ScoreMethod, ScoreTerms
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
 class FamilyConfig(BaseModel):
@@ -90,6 +90,40 @@ class FamilyNetwork(nn.Module):
         family's `score` decodes (`ScoreTerms.latent_mean`), and `decode(mean)` gives that
         reconstruction: `/encode` and `/interpolate` rely on both (see `model.latent`)."""
         raise NotImplementedError
+
+
+class ElboNetwork(FamilyNetwork):
+    """A family network trained on the negative ELBO with one posterior draw per row: the VAE, the
+    β-VAE, the CVAE and the hierarchical VAE share this `forward` and `objective` and differ in
+    `elbo_parts` (their model) and `kl_weight` (β) only. The IWAE overrides both: its training bound
+    is another one."""
+
+    def elbo_parts(self, batch: Any, eps: torch.Tensor, encoder_batch: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E_q log p(x | z), KL(q || p)) per row, (B,), averaged over the noise draws eps (S, B or 1,
+        latent_dim); the encoder sees `encoder_batch` (a corrupted view) when given, the likelihood
+        always the clean `batch`."""
+        raise NotImplementedError
+
+    def kl_weight(self) -> float:
+        """The KL term's weight in the training loss once warmed up (β)."""
+        return 1.0
+
+    def encoder_view(self, batch: Any, step: TrainStep) -> Any:
+        """The batch the encoder sees in training (a corrupted view), or None for the clean one."""
+        return None
+
+    def forward(self, batch: Any, step: TrainStep) -> LossTerms:
+        """The negative ELBO with the KL weighted by `kl_weight()` times the warm-up weight."""
+        view = self.encoder_view(batch, step)
+        eps = torch.randn((1, len(batch), self.latent_dim), generator=step.generator).to(batch.x_in.device)
+        log_px, kl = self.elbo_parts(batch, eps, view)
+        weight = self.kl_weight() * step.warmup
+        return LossTerms(loss=-(log_px - weight * kl), reconstruction=-log_px, regulariser=kl)
+
+    def objective(self, batch: Any, noise: torch.Tensor) -> torch.Tensor:
+        """The ELBO with the fixed validation draws `noise`."""
+        log_px, kl = self.elbo_parts(batch, noise)
+        return log_px - kl
 
 
 def variational_score_terms(

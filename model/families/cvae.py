@@ -25,19 +25,17 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
-from model.errors import UnsupportedError
-from model.families.base import (
+from vae_anomaly.model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
+from vae_anomaly.model.errors import UnsupportedError
+from vae_anomaly.model.families.base import (
+    ElboNetwork,
     Family,
     FamilyConfig,
-    FamilyNetwork,
-    LossTerms,
-    TrainStep,
     variational_score_terms,
 )
-from model.kinds.base import DataKind
-from model.latent import LatentCode
-from model.scoring import ScoreMethod, ScoreTerms
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
 class CVAEConfig(FamilyConfig):
@@ -56,7 +54,7 @@ def _with_condition(z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
     return torch.cat([z, condition.expand(*z.shape[:-1], condition.shape[-1])], dim=-1)
 
 
-class CVAENetwork(FamilyNetwork):
+class CVAENetwork(ElboNetwork):
     """q(z | x, c) and p(x | z, c) around the kind's backbone; see the module docstring."""
 
     def __init__(self, kind: DataKind, config: CVAEConfig):
@@ -83,9 +81,10 @@ class CVAENetwork(FamilyNetwork):
         )
         self.decoder = kind.build_decoder(config.latent_dim + self.condition_dim)
 
-    def encode(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """q(z | x, c): mu, logvar (B, L), logvar clamped to `LATENT_LOGVAR_RANGE`."""
-        h = self.encoder(batch.x_in)  # (B, H)
+    def encode(self, batch: Any, encoder_batch: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z | x, c): mu, logvar (B, L), logvar clamped to `LATENT_LOGVAR_RANGE`; x from
+        `encoder_batch` when given (see `ElboNetwork.elbo_parts`), c always from `batch`."""
+        h = self.encoder((encoder_batch if encoder_batch is not None else batch).x_in)  # (B, H)
         mu, logvar = self.head(torch.cat([h, batch.condition], dim=-1)).chunk(2, dim=-1)
         return mu, logvar.clamp(*LATENT_LOGVAR_RANGE)
 
@@ -109,21 +108,12 @@ class CVAENetwork(FamilyNetwork):
         """log p(x | z, c) summed over the input's elements, (..., B)."""
         return self.kind.log_likelihood(decoded, batch).sum(-1)
 
-    def elbo_parts(self, batch: Any, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E log p(x | z, c), KL(q(z | x, c) || N(0, I))) per row for the noise eps (S, B or 1, L)."""
-        mu, logvar = self.encode(batch)
+    def elbo_parts(self, batch: Any, eps: torch.Tensor, encoder_batch: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E log p(x | z, c), KL(q(z | x, c) || N(0, I))) per row for the noise eps (S, B or 1, L);
+        the training loss and the validation objective are `ElboNetwork`'s."""
+        mu, logvar = self.encode(batch, encoder_batch)
         z = mu + torch.exp(0.5 * logvar) * eps  # (S, B, L)
         return self.log_px(self.decode_given(z, batch.condition), batch).mean(0), gaussian_kl(mu, logvar)
-
-    def forward(self, batch: Any, step: TrainStep) -> LossTerms:
-        """The negative conditional ELBO, the KL weighted by the warm-up weight, one posterior draw."""
-        eps = torch.randn((1, len(batch), self.latent_dim), generator=step.generator).to(batch.x_in.device)
-        log_px, kl = self.elbo_parts(batch, eps)
-        return LossTerms(loss=-(log_px - step.warmup * kl), reconstruction=-log_px, regulariser=kl)
-
-    def objective(self, batch: Any, noise: torch.Tensor) -> torch.Tensor:
-        log_px, kl = self.elbo_parts(batch, noise)
-        return log_px - kl
 
     @torch.inference_mode()
     def score(self, batch: Any, noise: torch.Tensor, method: ScoreMethod) -> ScoreTerms:

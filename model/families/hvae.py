@@ -23,19 +23,17 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
-from model.families.base import (
+from vae_anomaly.model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
+from vae_anomaly.model.families.base import (
+    ElboNetwork,
     Family,
     FamilyConfig,
-    FamilyNetwork,
-    LossTerms,
-    TrainStep,
     variational_score_terms,
 )
-from model.kinds.base import DataKind
-from model.latent import LatentCode
-from model.networks import mlp
-from model.scoring import ScoreMethod, ScoreTerms
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.model.networks import mlp
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
 class HVAEConfig(FamilyConfig):
@@ -67,7 +65,7 @@ def gaussian_kl_between(
     )
 
 
-class HierarchicalVAENetwork(FamilyNetwork):
+class HierarchicalVAENetwork(ElboNetwork):
     """Kind encoder → bottom-up heads; top-down prior and posterior for z1; kind decoder from z1."""
 
     def __init__(self, kind: DataKind, config: HVAEConfig):
@@ -136,21 +134,13 @@ class HierarchicalVAENetwork(FamilyNetwork):
     def log_px(self, z1: torch.Tensor, batch: Any) -> torch.Tensor:
         return self.kind.log_likelihood(self.decoder(z1), batch).sum(-1)
 
-    def elbo_parts(self, batch: Any, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E log p(x | z1), KL of both layers) per row, (B,), averaged over the noise draws."""
-        parts = self.infer(batch.x_in, eps)
+    def elbo_parts(self, batch: Any, eps: torch.Tensor, encoder_batch: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E log p(x | z1), KL of both layers) per row, (B,), averaged over the noise draws; the
+        training loss (both KL terms under the warm-up weight) and the validation objective are
+        `ElboNetwork`'s."""
+        parts = self.infer((encoder_batch if encoder_batch is not None else batch).x_in, eps)
         log_px = self.log_px(parts["z1"], batch)
         return log_px.mean(0), parts["kl2"] + parts["kl1"].mean(0)
-
-    def forward(self, batch: Any, step: TrainStep) -> LossTerms:
-        """The negative ELBO with one draw, both KL terms weighted by the warm-up weight."""
-        eps = torch.randn((1, len(batch), self.latent_dim), generator=step.generator).to(batch.x_in.device)
-        log_px, kl = self.elbo_parts(batch, eps)
-        return LossTerms(loss=-(log_px - step.warmup * kl), reconstruction=-log_px, regulariser=kl)
-
-    def objective(self, batch: Any, noise: torch.Tensor) -> torch.Tensor:
-        log_px, kl = self.elbo_parts(batch, noise)
-        return log_px - kl
 
     @torch.inference_mode()
     def score(self, batch: Any, noise: torch.Tensor, method: ScoreMethod) -> ScoreTerms:

@@ -17,18 +17,18 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
-from model.families.base import (
+from vae_anomaly.model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
+from vae_anomaly.model.families.base import (
+    ElboNetwork,
     Family,
     FamilyConfig,
-    FamilyNetwork,
     LossTerms,
     TrainStep,
     variational_score_terms,
 )
-from model.kinds.base import Corruption, DataKind
-from model.latent import LatentCode
-from model.scoring import ScoreMethod, ScoreTerms
+from vae_anomaly.model.kinds.base import Corruption, DataKind
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
 class VAEConfig(FamilyConfig):
@@ -67,7 +67,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) ->
     return mu + torch.exp(0.5 * logvar) * eps
 
 
-class GaussianEncoderNetwork(FamilyNetwork):
+class GaussianEncoderNetwork(ElboNetwork):
     """The kind's encoder, a linear head h → (mu, logvar), and the kind's decoder: what the VAE and
     the IWAE share (they differ in the training bound only)."""
 
@@ -106,19 +106,11 @@ class GaussianEncoderNetwork(FamilyNetwork):
         return self.log_px(self.decode(z), batch).mean(0), gaussian_kl(mu, logvar)
 
     def encoder_view(self, batch: Any, step: TrainStep) -> Any:
+        """`--feature-dropout`: the encoder sees a masked copy in training."""
         return None if self.corruption is None else self.kind.corrupt(batch, self.corruption, step.generator)
 
-    def forward(self, batch: Any, step: TrainStep) -> LossTerms:
-        """The negative ELBO with the KL weighted by β times the warm-up weight, one posterior draw."""
-        view = self.encoder_view(batch, step)
-        eps = torch.randn((1, len(batch), self.latent_dim), generator=step.generator).to(batch.x_in.device)
-        log_px, kl = self.elbo_parts(batch, eps, view)
-        weight = self.config.kl_weight() * step.warmup
-        return LossTerms(loss=-(log_px - weight * kl), reconstruction=-log_px, regulariser=kl)
-
-    def objective(self, batch: Any, noise: torch.Tensor) -> torch.Tensor:
-        log_px, kl = self.elbo_parts(batch, noise)
-        return log_px - kl
+    def kl_weight(self) -> float:
+        return self.config.kl_weight()
 
     @torch.inference_mode()
     def score(self, batch: Any, noise: torch.Tensor, method: ScoreMethod) -> ScoreTerms:

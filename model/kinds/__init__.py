@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from model.kinds.base import DataKind
-from model.kinds.image.kind import ImageKind
-from model.kinds.sequence.kind import SequenceKind
-from model.kinds.tabular.kind import TabularKind
+from vae_anomaly.model.kinds.base import DataKind
+from vae_anomaly.model.kinds.image.kind import ImageKind
+from vae_anomaly.model.kinds.sequence.kind import SequenceKind
+from vae_anomaly.model.kinds.tabular.kind import TabularKind
 
 KINDS: dict[str, type[DataKind]] = {
     "tabular": TabularKind,

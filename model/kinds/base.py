@@ -24,8 +24,8 @@ import torch
 from pydantic import BaseModel, Field, StrictInt, StringConstraints, model_validator
 from torch import nn
 
-from model.conditions import ConditionSpec
-from model.scoring import ScoreBatch, ScoreTerms
+from vae_anomaly.model.conditions import ConditionSpec
+from vae_anomaly.model.scoring import ScoreBatch, ScoreTerms
 
 
 class Batch(Protocol):
@@ -222,10 +222,11 @@ class DataKind(Protocol):
         them in their condition columns), None for an unconditional model."""
         ...
 
-    def render_expected(self, decoded: Any) -> list[Any]:
+    def render_expected(self, decoded: Any, condition: np.ndarray | None = None) -> list[Any]:
         """Decoder outputs → the most likely input at each code, JSON-ready, as `/reconstruct`
         shows a reconstruction (records in original units, base64 PNGs at the model's geometry,
-        sensor windows): what `/interpolate` returns along its path."""
+        sensor windows): what `/interpolate` returns along its path. `condition` (n, V) as in
+        `render_samples`: records carry it in their condition columns."""
         ...
 
     def input_keys(self, inputs: Any) -> list[dict[str, object]]:
@@ -244,5 +245,6 @@ class DataKind(Protocol):
 
     def calibrated_config(self, terms: ScoreTerms) -> BaseModel:
         """The kind's manifest section once the calibration inputs are scored (the image kind adds
-        its per-pixel error baseline)."""
+        its per-pixel error baseline). Read only the per-input arrays of `terms`: under data-parallel
+        training they are gathered from the ranks and `terms.expected` is None."""
         ...

@@ -14,7 +14,7 @@ import numpy as np
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import ServiceMetrics
+from vae_anomaly.service.metrics import ServiceMetrics
 
 METRIC_NAME = re.compile(r"\bvae_anomaly_[a-z0-9_]+\b")
 

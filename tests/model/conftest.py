@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.detector import Detector
-from model.kinds.tabular.preprocessing import NumericStats, Preprocessing, TabularCodec
-from model.kinds.tabular.schema import FeatureSpec, Schema
 from tests.conftest import one_thread
-from training.tabular import fit_detector
-from training.trainer import TrainConfig
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.tabular.preprocessing import NumericStats, Preprocessing, TabularCodec
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainConfig
 
 MIXED_THRESHOLDS = {"warn": 0.05, "critical": 0.02}
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import model.artifact as artifact
-from model.artifact import MANIFEST, WEIGHTS, ArtifactError, load_artifact, read_manifest, write_manifest
-from model.detector import Detector, resolve_device
+import vae_anomaly.model.artifact as artifact
+from vae_anomaly.model.artifact import MANIFEST, WEIGHTS, ArtifactError, load_artifact, read_manifest, write_manifest
+from vae_anomaly.model.detector import Detector, resolve_device
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import model.artifact as artifact
-import model.detector as detector_module
-from model.artifact import MANIFEST, WEIGHTS, ArtifactError, manifest_digest, read_manifest, write_manifest
-from model.detector import Detector
+import vae_anomaly.model.artifact as artifact
+import vae_anomaly.model.detector as detector_module
+from vae_anomaly.model.artifact import MANIFEST, WEIGHTS, ArtifactError, manifest_digest, read_manifest, write_manifest
+from vae_anomaly.model.detector import Detector
 
 
 @pytest.fixture

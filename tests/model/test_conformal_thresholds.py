@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from model.thresholds import (
+from vae_anomaly.model.thresholds import (
     Threshold,
     ThresholdSet,
     fpr_guaranteed,

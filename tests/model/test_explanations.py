@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.detector import Detector
-from model.kinds.tabular import explanations
-from model.kinds.tabular.explanations import explain_masked, hide_features
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.tabular import explanations
+from vae_anomaly.model.kinds.tabular.explanations import explain_masked, hide_features
 
 
 def _explain(d: Detector, records: list[dict]) -> explanations.MaskedExplanation:

@@ -9,12 +9,12 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from model.families import FAMILIES
-from model.families.base import TrainStep
-from model.scoring import posterior_noise
 from tests.conftest import make_tiny_columns, one_thread
-from training.tabular import fit_detector
-from training.trainer import TrainConfig
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.families.base import TrainStep
+from vae_anomaly.model.scoring import posterior_noise
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainConfig
 
 UNCONDITIONAL = [name for name, family in FAMILIES.items() if not family.conditional]
 """The families that model x alone (the CVAE needs a condition: tests/service/test_cvae_*.py)."""

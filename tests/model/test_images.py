@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model.errors import InputError
-from model.kinds.image.backbone import continuous_bernoulli_mean, image_network_config
-from model.kinds.image.images import (
+from vae_anomaly.model.errors import InputError
+from vae_anomaly.model.kinds.image.backbone import continuous_bernoulli_mean, image_network_config
+from vae_anomaly.model.kinds.image.images import (
     ImageSpec,
     array_image,
     decode_base64_image,
@@ -22,7 +22,7 @@ from model.kinds.image.images import (
     images_from_payload,
     png_base64,
 )
-from model.kinds.image.likelihood import continuous_bernoulli_log_norm
+from vae_anomaly.model.kinds.image.likelihood import continuous_bernoulli_log_norm
 
 GREY = ImageSpec(height=4, width=3, channels=1)
 

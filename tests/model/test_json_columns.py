@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from model.errors import InputError
-from model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
-from model.kinds.tabular.preprocessing import Columns, records_to_columns
-from model.kinds.tabular.schema import Schema
+from vae_anomaly.model.errors import InputError
+from vae_anomaly.model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
+from vae_anomaly.model.kinds.tabular.preprocessing import Columns, records_to_columns
+from vae_anomaly.model.kinds.tabular.schema import Schema
 
 GOOD = {"color": "green", "amount": 120.5, "flag": True, "count": 4}
 ODD_VALUES = [None, "", "abc", 3, -0.0, 2.5, 1e308, -1e308, 1e307, 2**70, 10**400, True, False, [], {}, float("nan")]
@@ -21,7 +21,7 @@ ODD_VALUES = [None, "", "abc", 3, -0.0, 2.5, 1e308, -1e308, 1e307, 2**70, 10**40
 def _per_column_always(monkeypatch: pytest.MonkeyPatch) -> None:
     """Compare the per-column path itself, even for the few records these tests send (below
     `PER_COLUMN_FROM` the function takes the per-cell path on purpose)."""
-    monkeypatch.setattr("model.kinds.tabular.json_columns.PER_COLUMN_FROM", 0)
+    monkeypatch.setattr("vae_anomaly.model.kinds.tabular.json_columns.PER_COLUMN_FROM", 0)
 
 
 def required(schema: Schema, *names: str) -> Schema:

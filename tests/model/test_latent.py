@@ -8,12 +8,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from model.conditions import ConditionSpec, ConditionVariable
-from model.detector import Detector, build_network
-from model.errors import InputError
-from model.families import FAMILIES
-from model.latent import MAX_INTERPOLATION_STEPS, LatentCode, interpolate_codes, interpolation_weights
-from model.scoring import ScoringConfig
+from vae_anomaly.model.conditions import ConditionSpec, ConditionVariable
+from vae_anomaly.model.detector import Detector, build_network
+from vae_anomaly.model.errors import InputError
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.latent import MAX_INTERPOLATION_STEPS, LatentCode, interpolate_codes, interpolation_weights
+from vae_anomaly.model.scoring import ScoringConfig
 
 
 def test_encode_matches_the_code_scoring_decodes_and_gives_the_posterior_std(

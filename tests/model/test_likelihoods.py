@@ -9,10 +9,14 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from model.distributions import gaussian_kl, gaussian_log_prob
-from model.kinds.tabular.backbone import DecoderOutput
-from model.kinds.tabular.likelihood import UNSEEN_CATEGORY_LOG_PROB, UNSEEN_CATEGORY_PROBABILITY, feature_log_probs
-from model.kinds.tabular.preprocessing import TabularCodec, records_to_columns
+from vae_anomaly.model.distributions import gaussian_kl, gaussian_log_prob
+from vae_anomaly.model.kinds.tabular.backbone import DecoderOutput
+from vae_anomaly.model.kinds.tabular.likelihood import (
+    UNSEEN_CATEGORY_LOG_PROB,
+    UNSEEN_CATEGORY_PROBABILITY,
+    feature_log_probs,
+)
+from vae_anomaly.model.kinds.tabular.preprocessing import TabularCodec, records_to_columns
 
 
 def test_gaussian_log_prob_matches_torch_normal():

@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.errors import InputError, InputIssue
-from model.kinds.tabular.preprocessing import (
+from vae_anomaly.model.errors import InputError, InputIssue
+from vae_anomaly.model.kinds.tabular.preprocessing import (
     MAX_ISSUES,
     TabularCodec,
     check_columns,
     fit_preprocessing,
     records_to_columns,
 )
-from model.kinds.tabular.schema import FeatureSpec, Schema
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema
 
 GOOD = {"color": "green", "amount": 120.5, "flag": True, "count": 4}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from model.detector import Detector
+from vae_anomaly.model.detector import Detector
 
 DIMS = 8
 LATENT = 2

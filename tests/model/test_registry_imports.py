@@ -23,13 +23,19 @@ SHARED = [
     "model/errors.py",
     "model/distributions.py",
     "model/networks.py",
+    "model/latent.py",
+    "model/conditions.py",
     "model/kinds/base.py",
     "model/families/base.py",
     "training/trainer.py",
+    "training/rows.py",
+    "training/latent_report.py",
+    "training/evaluate.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "service").glob("*.py")),
 ]
-AXES = ("model.kinds", "model.families")
-PROTOCOLS = {"model.kinds.base", "model.families.base"}
+PACKAGE = "vae_anomaly."  # model/ is installed as vae_anomaly.model (vae_anomaly/__init__.py)
+AXES = ("vae_anomaly.model.kinds", "vae_anomaly.model.families")
+PROTOCOLS = {"vae_anomaly.model.kinds.base", "vae_anomaly.model.families.base"}
 
 
 def imported_modules(source: str, filename: str) -> set[str]:
@@ -45,7 +51,7 @@ def imported_modules(source: str, filename: str) -> set[str]:
 
 
 def concrete(module: str) -> str | None:
-    """'model.kinds.tabular' for any module under a concrete kind or family, else None."""
+    """'vae_anomaly.model.kinds.tabular' for any module under a concrete kind or family, else None."""
     for axis in AXES:
         if module.startswith(axis + "."):
             name = axis + "." + module[len(axis) + 1 :].split(".")[0]
@@ -61,17 +67,17 @@ def violations(root: Path, shared: list[str]) -> list[str]:
             if concrete(module) is not None and module.rsplit(".", 1)[-1] not in {"KINDS", "FAMILIES"}:
                 out.append(f"{relative} imports {module}")
     for axis in AXES:
-        directory = root / axis.replace(".", "/")
+        directory = root / axis.removeprefix(PACKAGE).replace(".", "/")  # the top-level folders
         for path in sorted(directory.rglob("*.py")):
             relative = str(path.relative_to(root))
             parts = path.relative_to(root).with_suffix("").parts
-            own = concrete(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+            own = concrete(PACKAGE + ".".join(parts[:-1] if parts[-1] == "__init__" else parts))
             if own is None:  # the registry (__init__) and the protocol modules
                 continue
             for module in sorted(imported_modules(path.read_text(), str(path))):
                 other = concrete(module)
-                crosses_kinds = other is not None and other != own and other.startswith("model.kinds")
-                family_to_family = other is not None and other != own and own.startswith("model.families")
+                crosses_kinds = other is not None and other != own and other.startswith("vae_anomaly.model.kinds")
+                family_to_family = other is not None and other != own and own.startswith("vae_anomaly.model.families")
                 if crosses_kinds or family_to_family:
                     out.append(f"{relative} imports {module}")
     return out
@@ -82,22 +88,30 @@ def test_checker_finds_concrete_imports(tmp_path: Path):
     (tmp_path / "model" / "kinds" / "image").mkdir(parents=True)
     (tmp_path / "model" / "families").mkdir(parents=True)
     (tmp_path / "model" / "scoring.py").write_text(
-        "from model.kinds import KINDS\nfrom model.kinds.base import DataKind\n"
+        "from vae_anomaly.model.kinds import KINDS\nfrom vae_anomaly.model.kinds.base import DataKind\n"
     )
-    (tmp_path / "model" / "detector.py").write_text("def f():\n    from model.kinds.tabular.kind import TabularKind\n")
-    (tmp_path / "model" / "artifact.py").write_text("import model.families.vae\n")
-    (tmp_path / "model" / "kinds" / "image" / "kind.py").write_text("from model.kinds.tabular import schema\n")
-    (tmp_path / "model" / "kinds" / "tabular" / "kind.py").write_text("from model.kinds.tabular.schema import Schema\n")
-    (tmp_path / "model" / "families" / "vae.py").write_text("from model.kinds.image.kind import ImageKind\n")
+    (tmp_path / "model" / "detector.py").write_text(
+        "def f():\n    from vae_anomaly.model.kinds.tabular.kind import TabularKind\n"
+    )
+    (tmp_path / "model" / "artifact.py").write_text("import vae_anomaly.model.families.vae\n")
+    (tmp_path / "model" / "kinds" / "image" / "kind.py").write_text(
+        "from vae_anomaly.model.kinds.tabular import schema\n"
+    )
+    (tmp_path / "model" / "kinds" / "tabular" / "kind.py").write_text(
+        "from vae_anomaly.model.kinds.tabular.schema import Schema\n"
+    )
+    (tmp_path / "model" / "families" / "vae.py").write_text(
+        "from vae_anomaly.model.kinds.image.kind import ImageKind\n"
+    )
     shared = ["model/scoring.py", "model/detector.py", "model/artifact.py"]
     assert violations(tmp_path, shared) == [
-        "model/detector.py imports model.kinds.tabular.kind",
-        "model/detector.py imports model.kinds.tabular.kind.TabularKind",
-        "model/artifact.py imports model.families.vae",
-        "model/kinds/image/kind.py imports model.kinds.tabular",
-        "model/kinds/image/kind.py imports model.kinds.tabular.schema",
-        "model/families/vae.py imports model.kinds.image.kind",
-        "model/families/vae.py imports model.kinds.image.kind.ImageKind",
+        "model/detector.py imports vae_anomaly.model.kinds.tabular.kind",
+        "model/detector.py imports vae_anomaly.model.kinds.tabular.kind.TabularKind",
+        "model/artifact.py imports vae_anomaly.model.families.vae",
+        "model/kinds/image/kind.py imports vae_anomaly.model.kinds.tabular",
+        "model/kinds/image/kind.py imports vae_anomaly.model.kinds.tabular.schema",
+        "model/families/vae.py imports vae_anomaly.model.kinds.image.kind",
+        "model/families/vae.py imports vae_anomaly.model.kinds.image.kind.ImageKind",
     ]
 
 

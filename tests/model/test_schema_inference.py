@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from model.errors import SchemaError
-from model.kinds.tabular.schema import FeatureSpec, Schema, infer_feature, infer_schema, read_schema
+from vae_anomaly.model.errors import SchemaError
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema, infer_feature, infer_schema, read_schema
 
 
 def test_float_column_is_numeric_not_integer():

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from model.detector import Detector
-from model.kinds.tabular.explanations import explain_masked
-from model.kinds.tabular.kind import score_columns, score_results
-from model.kinds.tabular.likelihood import UNSEEN_CATEGORY_LOG_PROB
-from model.scoring import ScoringConfig, posterior_noise
 from tests.conftest import SCORE_RESULT_FIELDS
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.tabular.explanations import explain_masked
+from vae_anomaly.model.kinds.tabular.kind import score_columns, score_results
+from vae_anomaly.model.kinds.tabular.likelihood import UNSEEN_CATEGORY_LOG_PROB
+from vae_anomaly.model.scoring import ScoringConfig, posterior_noise
 
 
 def _terms(detector: Detector, records: list[dict]):

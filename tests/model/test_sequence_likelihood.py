@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.kinds.sequence.backbone import SequenceDecoderOutput
-from model.kinds.sequence.likelihood import element_log_probs
+from vae_anomaly.model.kinds.sequence.backbone import SequenceDecoderOutput
+from vae_anomaly.model.kinds.sequence.likelihood import element_log_probs
 
 
 @pytest.mark.parametrize("dof", [None, 1, 4])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.errors import InputError
-from model.kinds.sequence.windows import (
+from vae_anomaly.model.errors import InputError
+from vae_anomaly.model.kinds.sequence.windows import (
     closing_windows,
     gather_windows,
     require_rows,

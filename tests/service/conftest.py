@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from model.artifact import write_manifest
 from tests.conftest import API_TOKEN, make_tiny_columns
+from vae_anomaly.model.artifact import write_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_SECONDS = 90.0  # generous: worker start-up on a busy 2-core machine; only ever a failure bound
@@ -80,12 +80,12 @@ def break_weights(model_dir: Path) -> None:
 
 
 class ServerProcess:
-    """`python -m training.cli serve MODEL --port P [--workers N]`, stderr captured to a file."""
+    """`python -m vae_anomaly.training.cli serve MODEL --port P [--workers N]`, stderr captured to a file."""
 
     def __init__(self, model_dir: Path, log_path: Path, workers: int | None = None, env: dict[str, str] | None = None):
         self.port = free_port()
         self.log_path = log_path
-        command = [sys.executable, "-m", "training.cli", "serve", str(model_dir), "--port", str(self.port)]
+        command = [sys.executable, "-m", "vae_anomaly.training.cli", "serve", str(model_dir), "--port", str(self.port)]
         if workers is not None:
             command += ["--workers", str(workers)]
         environment = {k: v for k, v in os.environ.items() if not k.startswith(("VAE_ANOMALY_", "PROMETHEUS_"))}

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from model.errors import ArtifactError
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import API_TOKEN
+from vae_anomaly.model.errors import ArtifactError
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -165,7 +165,7 @@ def test_batch_observe_matches_observe_value_by_value():
     from prometheus_client import CollectorRegistry, Histogram, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from service.metrics import observe_many
+    from vae_anomaly.service.metrics import observe_many
 
     rng = np.random.default_rng(0)
     bounds = [-1.0, 0.0, 0.5, 2.0, 10.0]
@@ -194,7 +194,7 @@ def test_batch_observe_matches_observe_value_by_value():
 def test_a_target_fpr_landing_on_another_thresholds_value_is_reported(client, caplog):
     """The tiny model has 160 calibration scores: 0.001 (critical) and 0.0005 both map to the largest."""
     critical = client.get("/thresholds").json()["thresholds"]["critical"]
-    with caplog.at_level("WARNING", logger="service.routes"):
+    with caplog.at_level("WARNING", logger="vae_anomaly.service.routes"):
         response = client.put("/thresholds/pager", json={"target_fpr": 0.0005}, headers=AUTH)
     assert response.status_code == 200, response.text
     body = response.json()

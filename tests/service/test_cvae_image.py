@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from model.detector import Detector
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import API_TOKEN, make_bar_images, one_thread
-from training.cli import main
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.cli import main
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -140,3 +140,72 @@ def test_cvae_training_needs_labels(tmp_path: Path, capsys: pytest.CaptureFixtur
     np.savez(data, X=make_bar_images(20))
     assert main(["train", str(data), "--out", str(tmp_path / "m"), "--family", "cvae", "--epochs", "1"]) == 2
     assert "conditioned on the image's label" in capsys.readouterr().err
+
+
+def test_evaluate_reads_the_labels_as_conditions_and_the_anomalies_from_a_file(
+    image_cvae_dir: Path, tmp_path: Path, capsys
+):
+    """Vertical bars labelled "v" are normal; the same bars labelled "h" (an image that does not fit
+    its label) are the anomalies, which only the condition can tell."""
+    import json
+
+    vertical = bars(20, seed=11, label="v")
+    data = tmp_path / "contextual.npz"
+    np.savez(data, X=np.concatenate([vertical, vertical]), y=np.array(["v"] * 20 + ["h"] * 20))
+    flags = tmp_path / "anomalies.txt"
+    flags.write_text("\n".join(["0"] * 20 + ["1"] * 20) + "\n")
+    report = tmp_path / "report"
+    capsys.readouterr()
+    argv = ["evaluate", str(image_cvae_dir), str(data), "--anomalies", str(flags), "--report", str(report)]
+    assert main(argv) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["anomalies"] == 20 and metrics["auroc"] > 0.9
+    assert (report / "samples.png").is_file() and (report / "latent.png").is_file()
+    np.save(tmp_path / "anomalies.npy", np.array([0] * 20 + [1] * 20))
+    assert main(["evaluate", str(image_cvae_dir), str(data), "--anomalies", str(tmp_path / "anomalies.npy")]) == 0
+    assert json.loads(capsys.readouterr().out)["auroc"] == pytest.approx(metrics["auroc"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ([], "say which images are anomalous with --anomalies FILE"),
+        (["--anomalies", "short"], "3 values for 4 images"),
+        (["--anomalies", "twos"], "values must be 0 (normal) or 1 (anomalous)"),
+        (["--anomalies", "short", "--normal-value", "v"], "--normal-value: a conditional model's labels"),
+    ],
+)
+def test_evaluate_of_a_conditional_model_refuses_what_it_cannot_read(
+    image_cvae_dir: Path, tmp_path: Path, capsys, extra, words
+):
+    data = tmp_path / "test.npz"
+    np.savez(data, X=bars(4, seed=3, label="v"), y=np.array(["v", "v", "h", "h"]))
+    (tmp_path / "short").write_text("0\n0\n1\n")
+    (tmp_path / "twos").write_text("0\n2\n1\n1\n")
+    extra = [str(tmp_path / e) if e in ("short", "twos") else e for e in extra]
+    capsys.readouterr()
+    assert main(["evaluate", str(image_cvae_dir), str(data), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and "Traceback" not in err
+
+
+def test_evaluate_of_an_unconditional_model_refuses_anomalies(tiny_image_model_dir: Path, tmp_path: Path, capsys):
+    data = tmp_path / "test.npz"
+    np.savez(data, X=make_bar_images(4), y=np.array([0, 0, 1, 1]))
+    (tmp_path / "flags.txt").write_text("0\n0\n1\n1\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(tiny_image_model_dir), str(data), "--anomalies", str(tmp_path / "flags.txt")]) == 2
+    assert "--anomalies is for conditional image models" in capsys.readouterr().err
+
+
+def test_encode_and_interpolate_run_given_the_labels(image_cvae_client: TestClient):
+    arrays = [bars(1, seed=21, label="v")[0].tolist(), bars(1, seed=22, label="h")[0].tolist()]
+    encoded = image_cvae_client.post("/encode", json={"arrays": arrays, "labels": ["v", "h"]})
+    assert encoded.status_code == 200, encoded.text
+    assert all(len(r["mean"]) == 2 and len(r["std"]) == 2 for r in encoded.json()["results"])
+    path = image_cvae_client.post("/interpolate", json={"arrays": arrays, "labels": ["v", "h"], "steps": 4})
+    assert path.status_code == 200, path.text
+    points = path.json()["points"]
+    assert len(points) == 4 and all(Image.open(io.BytesIO(base64.b64decode(p))).size == (8, 8) for p in points)
+    unlabelled = image_cvae_client.post("/interpolate", json={"arrays": arrays, "steps": 4})
+    assert unlabelled.status_code == 422 and unlabelled.json()["detail"][0]["loc"] == ["body", "labels"]

@@ -14,15 +14,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.metrics import roc_auc_score
 
-from model.detector import Detector
-from model.errors import InputError, UnsupportedError
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import API_TOKEN, one_thread
-from training.cli import main
-from training.contextual_data import CONTEXT, LABEL, contextual_columns
-from training.tabular import fit_detector
-from training.trainer import OptionsError, TrainConfig
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.errors import InputError, UnsupportedError
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.contextual_data import CONTEXT, LABEL, contextual_columns
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import OptionsError, TrainConfig
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 TINY = {"epochs": 30, "hidden_dims": [32, 16], "latent_dim": 2, "score_samples": 8, "patience": 10}
@@ -238,8 +238,11 @@ def test_encode_and_interpolate_run_given_the_condition(cvae_client: TestClient)
     assert all(len(r["mean"]) == 2 and len(r["std"]) == 2 for r in encoded.json()["results"])
     response = cvae_client.post("/interpolate", json={"records": rows, "steps": 5})
     assert response.status_code == 200, response.text
-    amounts = [point["amount"] for point in response.json()["points"]]
+    points = response.json()["points"]
+    amounts = [point["amount"] for point in points]
     assert amounts[0] == pytest.approx(0.0, abs=1.5) and amounts[-1] == pytest.approx(12.0, abs=1.5)
+    # the records carry their condition, as /sample's do: the nearer end's (the first's at t = 0.5)
+    assert [point[CONTEXT] for point in points] == ["s0", "s0", "s0", "s3", "s3"]
     missing = cvae_client.post("/encode", json={"records": [{"amount": 1.0, "duration": 0.5, "noise": 0.0}]})
     assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "records", 0, CONTEXT]
 
@@ -247,7 +250,7 @@ def test_encode_and_interpolate_run_given_the_condition(cvae_client: TestClient)
 def test_score_frame_takes_the_condition_columns(cvae_model_dir: Path):
     import pandas as pd
 
-    from training.batch_scoring import score_frame
+    from vae_anomaly.training.batch_scoring import score_frame
 
     detector = Detector.load(cvae_model_dir, "cpu")
     rows = [record("s2", 8.0), record("s1", 8.0)]
@@ -260,8 +263,8 @@ def test_score_frame_takes_the_condition_columns(cvae_model_dir: Path):
 def test_streaming_training_refuses_condition_columns(tmp_path: Path):
     import pandas as pd
 
-    from model.errors import SchemaError
-    from training.streaming import ReadOptions, fit_stream
+    from vae_anomaly.model.errors import SchemaError
+    from vae_anomaly.training.streaming import ReadOptions, fit_stream
 
     data = tmp_path / "train.csv"
     pd.DataFrame(training_columns(100)).to_csv(data, index=False)

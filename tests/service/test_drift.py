@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.detector import Detector
-from model.thresholds import ThresholdSet, sort_calibration
-from service.app import create_app
-from service.drift import DriftWindow
-from service.settings import Settings
 from tests.conftest import API_TOKEN, make_tiny_columns
 from tests.service.conftest import tiny_records
 from tests.service.test_admin_and_metrics import samples, value
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.thresholds import ThresholdSet, sort_calibration
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.drift import DriftWindow
+from vae_anomaly.service.settings import Settings
 
 CALIBRATION_ROWS = WINDOW = 5000
 

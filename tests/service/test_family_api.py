@@ -1,5 +1,6 @@
 """Every family on every data kind: a tiny model trains, scores, serves (/score, /reconstruct,
-/sample or its 422) and reloads with identical scores, through the same routes."""
+/encode, /interpolate, /thresholds, /sample or its 422), hot-reloads and reloads from disk with
+identical scores, through the same routes."""
 
 from __future__ import annotations
 
@@ -10,18 +11,19 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.detector import Detector, load_detector
-from model.families import FAMILIES
-from model.kinds.base import InputLimits
-from model.kinds.image.images import ImageSpec
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import API_TOKEN, image_tiny_config, make_bar_images, make_tiny_columns, one_thread, tiny_config
-from training.image_trainer import fit_image_detector
-from training.sequence import fit_sequence_detector, sequence_train_config
-from training.tabular import fit_detector
-from training.trainer import TrainResult
+from vae_anomaly.model.detector import Detector, load_detector
+from vae_anomaly.model.families import FAMILIES
+from vae_anomaly.model.kinds.base import InputLimits
+from vae_anomaly.model.kinds.image.images import ImageSpec
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.image_trainer import fit_image_detector
+from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainResult
 
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 SENSORS = ["pressure", "flow"]
 WINDOW = 6
 
@@ -91,7 +93,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Pa
 
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("family", UNCONDITIONAL)
-def test_family_trains_serves_and_reloads(trained, family: str, kind: str):
+def test_family_trains_serves_and_reloads(trained, tmp_path: Path, family: str, kind: str):
     directory = trained(family, kind)
     body = KINDS[kind][1]()
     detector = load_detector(directory, "cpu")
@@ -119,6 +121,18 @@ def test_family_trains_serves_and_reloads(trained, family: str, kind: str):
             detail = sampled.json()["detail"][0]
             assert detail["type"] == "cannot_sample"
             assert f"family {family!r} cannot sample" in detail["msg"] and "--family vae" in detail["msg"]
+        path = client.post("/interpolate", json={**body, "steps": 3})
+        assert path.status_code == 200, path.text
+        assert path.json()["t"] == [0.0, 0.5, 1.0] and len(path.json()["points"]) == 3
+        thresholds = client.get("/thresholds")
+        assert thresholds.status_code == 200 and thresholds.json()["active"] in thresholds.json()["thresholds"]
+        detector.save(tmp_path / "copy")
+        reload = client.post("/admin/reload", json={"model_dir": str(tmp_path / "copy")}, headers=AUTH)
+        assert reload.status_code == 200, reload.text
+        rescored = client.post("/score", json=body).json()["results"]
+        assert [r["score"] for r in rescored if r is not None and r.get("score") is not None] == pytest.approx(
+            [r["score"] for r in results], rel=1e-5
+        )
     again = Detector.load(directory, "cpu")
     assert again.manifest.family_config == detector.manifest.family_config
     inputs = again.kind.request_inputs(again.kind.parse_request(body), InputLimits(max_image_pixels=4096))

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import API_TOKEN, make_bar_images
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
 
 
 @pytest.fixture

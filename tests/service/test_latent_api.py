@@ -13,13 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from model.detector import load_detector
-from model.latent import MAX_INTERPOLATION_STEPS, LatentCode
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import make_bar_images
 from tests.service.test_admin_and_metrics import samples, value
-from training.sequence import fit_sequence_detector, sequence_train_config
+from vae_anomaly.model.detector import load_detector
+from vae_anomaly.model.latent import MAX_INTERPOLATION_STEPS, LatentCode
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
 
 WINDOW = 6
 SENSORS = ["pressure", "flow"]

@@ -8,12 +8,12 @@ import threading
 
 from fastapi.testclient import TestClient
 
-from model.detector import Detector
-from service.app import create_app
-from service.batching import MicroBatcher
-from service.metrics import ServiceMetrics
-from service.settings import Settings
 from tests.service.conftest import tiny_records
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.batching import MicroBatcher
+from vae_anomaly.service.metrics import ServiceMetrics
+from vae_anomaly.service.settings import Settings
 
 
 def _value(client: TestClient, metric: str) -> float:

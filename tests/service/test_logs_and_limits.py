@@ -12,8 +12,10 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.logs import (
+from tests.conftest import API_TOKEN
+from tests.service.test_admin_and_metrics import samples, value
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.logs import (
     ACCESS_LOGGER,
     JsonFormatter,
     RequestIdFilter,
@@ -22,9 +24,7 @@ from service.logs import (
     request_id_var,
     resolve_log_format,
 )
-from service.settings import Settings
-from tests.conftest import API_TOKEN
-from tests.service.test_admin_and_metrics import samples, value
+from vae_anomaly.service.settings import Settings
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
 
@@ -82,7 +82,7 @@ def test_tokens_never_reach_the_logs(client, caplog, tmp_path):
             client.put("/thresholds/ops", json={"value": 50.0}, headers=headers)
             client.post("/admin/reload", json={"model_dir": str(tmp_path / "missing")}, headers=headers)
     assert access_records(caplog), "the requests were logged"
-    assert any(r.levelno == logging.ERROR and r.name == "service.reload" for r in caplog.records)
+    assert any(r.levelno == logging.ERROR and r.name == "vae_anomaly.service.reload" for r in caplog.records)
     formatter = JsonFormatter()
     for record in caplog.records:
         text = formatter.format(record) + repr(record.__dict__)
@@ -90,7 +90,7 @@ def test_tokens_never_reach_the_logs(client, caplog, tmp_path):
 
 
 def test_log_lines_carry_the_request_id_of_their_request():
-    record = logging.LogRecord("service.reload", logging.ERROR, __file__, 1, "failed: %s", ("why",), None)
+    record = logging.LogRecord("vae_anomaly.service.reload", logging.ERROR, __file__, 1, "failed: %s", ("why",), None)
     token = request_id_var.set("req-42")
     try:
         RequestIdFilter().filter(record)
@@ -131,11 +131,11 @@ def test_auto_log_format_is_text_on_a_terminal_and_json_otherwise(monkeypatch, t
 
 
 def test_serve_log_format_reaches_the_workers_settings(monkeypatch, tmp_path):
-    import service.server
-    from training.cli import main
+    import vae_anomaly.service.server
+    from vae_anomaly.training.cli import main
 
     monkeypatch.setenv("VAE_ANOMALY_LOG_FORMAT", "json")  # restored after the test
-    monkeypatch.setattr(service.server, "serve", lambda *args: 0)
+    monkeypatch.setattr(vae_anomaly.service.server, "serve", lambda *args: 0)
     assert main(["serve", str(tmp_path), "--log-format", "text"]) == 0
     assert os.environ["VAE_ANOMALY_LOG_FORMAT"] == "text"
 
@@ -179,7 +179,7 @@ def test_lines_logged_inside_a_request_carry_its_id(client, tmp_path):
     handler = logging.Handler()
     handler.addFilter(RequestIdFilter())
     handler.emit = captured.append  # type: ignore[method-assign]
-    logger = logging.getLogger("service.reload")
+    logger = logging.getLogger("vae_anomaly.service.reload")
     logger.addHandler(handler)
     try:
         client.post(

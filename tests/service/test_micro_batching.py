@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.detector import Detector
-from service.app import create_app
-from service.batching import MicroBatcher
-from service.errors import ApiError
-from service.metrics import ServiceMetrics
-from service.settings import Settings
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.batching import MicroBatcher
+from vae_anomaly.service.errors import ApiError
+from vae_anomaly.service.metrics import ServiceMetrics
+from vae_anomaly.service.settings import Settings
 
 GATHER_SECONDS = 0.5  # long enough that requests sent together land in one batch on a busy machine
 

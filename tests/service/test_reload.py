@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import service.reload
-from service.reload import load_verified
+import vae_anomaly.service.reload
 from tests.conftest import API_TOKEN
 from tests.service.conftest import break_weights, set_version
 from tests.service.test_admin_and_metrics import samples, value
+from vae_anomaly.service.reload import load_verified
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -60,7 +60,7 @@ def test_reload_swaps_in_the_new_model(client, second_model, normal_record):
 def test_reload_without_a_body_rereads_the_served_directory(settings, tiny_model_dir, tmp_path):
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
+    from vae_anomaly.service.app import create_app
 
     served = tmp_path / "served"
     shutil.copytree(tiny_model_dir, served)
@@ -101,8 +101,8 @@ def test_reload_rejects_a_bad_body(client):
 def test_a_warm_up_that_does_not_score_is_refused(tiny_model_dir, monkeypatch):
     import numpy as np
 
-    from model.detector import Detector
-    from model.errors import ArtifactError
+    from vae_anomaly.model.detector import Detector
+    from vae_anomaly.model.errors import ArtifactError
 
     real_score = Detector.score
 
@@ -143,14 +143,14 @@ def test_requests_in_flight_finish_on_the_old_model(client, second_model, normal
 
 def test_a_second_reload_while_one_runs_gets_409(client, second_model, monkeypatch):
     entered, release = threading.Event(), threading.Event()
-    real_load = service.reload.load_verified
+    real_load = vae_anomaly.service.reload.load_verified
 
     def slow_load(model_dir, device):
         entered.set()
         assert release.wait(30)
         return real_load(model_dir, device)
 
-    monkeypatch.setattr(service.reload, "load_verified", slow_load)
+    monkeypatch.setattr(vae_anomaly.service.reload, "load_verified", slow_load)
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.post, "/admin/reload", json={"model_dir": str(second_model)}, headers=AUTH)
         assert entered.wait(30)

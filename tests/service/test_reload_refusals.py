@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from model.artifact import MANIFEST, WEIGHTS, write_manifest
 from tests.conftest import API_TOKEN
 from tests.service.test_admin_and_metrics import samples, value
+from vae_anomaly.model.artifact import MANIFEST, WEIGHTS, write_manifest
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 

@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-import model.kinds.image.images as images_module
-from model.artifact import MANIFEST, write_manifest
-from service.app import create_app
-from service.settings import Settings
+import vae_anomaly.model.kinds.image.images as images_module
 from tests.conftest import API_TOKEN
+from vae_anomaly.model.artifact import MANIFEST, write_manifest
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
 
 
 def png(height: int, width: int) -> str:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from model.detector import load_detector
-from service.app import create_app
-from service.settings import Settings
-from training.sequence import fit_sequence_detector, sequence_train_config
+from vae_anomaly.model.detector import load_detector
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
 
 WINDOW = 8
 SENSORS = ["pressure", "flow"]
@@ -126,3 +126,14 @@ def test_a_server_reloads_into_the_sequence_model_and_scores_series(tiny_model_d
     assert [r["row"] for r in results] == list(range(WINDOW - 1, 12))
     assert [r["score"] for r in results] == pytest.approx([r["score"] for r in direct])
     assert refused.status_code == 422 and "series" in refused.text
+
+
+def test_the_v2_routes_answer_that_they_map_tables_only(client):
+    """A sequence model has no tensor mapping on the KServe V2 routes: the protocol's error says so."""
+    tensor = {"name": "series", "shape": [1, WINDOW, 2], "datatype": "FP64", "data": [0.0] * (WINDOW * 2)}
+    response = client.post("/v2/models/vae-anomaly/infer", json={"inputs": [tensor]})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "the V2 protocol here maps one tensor per feature of a table; this model is a sequence model: "
+        "send 'series' ({'columns': [...], 'data': [[...], ...]}) (use /score)"
+    }

@@ -16,7 +16,7 @@ from tests.service.conftest import DEADLINE_SECONDS, ROOT, break_weights, free_p
 def run_serve(model_dir: Path, workers: int) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("VAE_ANOMALY_", "PROMETHEUS_"))}
     environment |= {"VAE_ANOMALY_DEVICE": "cpu", "VAE_ANOMALY_TORCH_THREADS": "1"}
-    command = [sys.executable, "-m", "training.cli", "serve", str(model_dir), "--port", str(free_port())]
+    command = [sys.executable, "-m", "vae_anomaly.training.cli", "serve", str(model_dir), "--port", str(free_port())]
     command += ["--workers", str(workers)]
     return subprocess.run(
         command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=DEADLINE_SECONDS, check=False

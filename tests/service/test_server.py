@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import service.server
-from service.multiprocess import prepare_directory, register_worker, sweep_dead_workers
+import vae_anomaly.service.server
+from vae_anomaly.service.multiprocess import prepare_directory, register_worker, sweep_dead_workers
 
 
 @pytest.fixture
@@ -21,9 +21,9 @@ def captured(monkeypatch) -> dict:
         if calls["metrics_dir"]:
             calls["files_at_start"] = sorted(p.name for p in Path(calls["metrics_dir"]).iterdir())
 
-    monkeypatch.setattr(service.server.uvicorn, "run", fake_run)
+    monkeypatch.setattr(vae_anomaly.service.server.uvicorn, "run", fake_run)
     # These tests are about what reaches uvicorn; the artifact check before it: test_serve_refusals.py
-    monkeypatch.setattr(service.server, "verify_artifact", lambda settings: True)
+    monkeypatch.setattr(vae_anomaly.service.server, "verify_artifact", lambda settings: True)
     for name in ("VAE_ANOMALY_MODEL_DIR", "VAE_ANOMALY_DEVICE", "VAE_ANOMALY_WORKERS", "PROMETHEUS_MULTIPROC_DIR"):
         monkeypatch.delenv(name, raising=False)
     yield calls
@@ -32,9 +32,9 @@ def captured(monkeypatch) -> dict:
 
 
 def test_one_worker_by_default_without_multiprocess_metrics(captured, tmp_path):
-    assert service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
+    assert vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000) == 0
     assert captured["workers"] == 1 and captured["metrics_dir"] is None
-    assert captured["app"] == "service.app:create_app" and captured["factory"] is True
+    assert captured["app"] == "vae_anomaly.service.app:create_app" and captured["factory"] is True
     assert captured["access_log"] is False
     assert captured["log_config"]["formatters"]["default"]["()"].endswith("JsonFormatter")
     assert captured["timeout_worker_healthcheck"] == 30
@@ -42,7 +42,7 @@ def test_one_worker_by_default_without_multiprocess_metrics(captured, tmp_path):
 
 def test_workers_from_the_environment_get_a_fresh_metrics_directory(captured, tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_ANOMALY_WORKERS", "3")
-    assert service.server.serve(tmp_path, "0.0.0.0", 8000) == 0
+    assert vae_anomaly.service.server.serve(tmp_path, "0.0.0.0", 8000) == 0
     assert captured["workers"] == 3
     assert captured["files_at_start"] == []
     assert not Path(captured["metrics_dir"]).exists()  # serve made it, serve removes it
@@ -53,7 +53,7 @@ def test_an_operator_metrics_directory_is_emptied_and_kept(captured, tmp_path, m
     metrics_dir.mkdir()
     (metrics_dir / "counter_123.db").write_bytes(b"stale")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
-    service.server.serve(tmp_path, "127.0.0.1", 8000, workers=2)
+    vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000, workers=2)
     assert captured["workers"] == 2 and captured["metrics_dir"] == str(metrics_dir)
     assert captured["files_at_start"] == []
     assert metrics_dir.is_dir()
@@ -77,5 +77,5 @@ def test_serve_restores_the_sigterm_handler(captured, tmp_path):
     import signal
 
     before = signal.getsignal(signal.SIGTERM)
-    service.server.serve(tmp_path, "127.0.0.1", 8000)
+    vae_anomaly.service.server.serve(tmp_path, "127.0.0.1", 8000)
     assert signal.getsignal(signal.SIGTERM) is before

@@ -15,10 +15,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from model.errors import ArtifactError
-from service.app import create_app
-from service.shutdown import unless_stopped
 from tests.service.conftest import DEADLINE_SECONDS, ServerProcess, pids, tiny_records, wait_for
+from vae_anomaly.model.errors import ArtifactError
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.shutdown import unless_stopped
 
 
 def recv_all(sock: socket.socket, seconds: float) -> bytes:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from model.thresholds import threshold_for_fpr
-from service.app import create_app
-from service.settings import Settings
 from tests.conftest import API_TOKEN
 from tests.service.conftest import ServerProcess, tiny_records, wait_for
+from vae_anomaly.model.thresholds import threshold_for_fpr
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import one_thread
-from training.tabular import fit_detector
-from training.trainer import TrainConfig
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainConfig
 
 LABEL = "label"
 

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from model.detector import Detector as LoadedDetector
 from tests.conftest import one_thread
-from training.data import DataError
 from vae_anomaly import Detector
+from vae_anomaly.model.detector import Detector as LoadedDetector
+from vae_anomaly.training.data import DataError
 
 
 @pytest.fixture(scope="module")

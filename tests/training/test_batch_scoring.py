@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.detector import Detector
-from training.batch_scoring import OUTPUT_COLUMNS, score_file_streaming, score_frame
-from training.cli import main
-from training.data import DataError, read_table
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.training.batch_scoring import OUTPUT_COLUMNS, score_file_streaming, score_frame
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.data import DataError, read_table
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_streaming_score_matches_one_process(model, parquet, tmp_path):
 def test_dask_scores_equal_one_process(model, parquet, tmp_path):
     pytest.importorskip("dask.dataframe")
     pytest.importorskip("distributed")
-    from training.batch_scoring import score_file_dask
+    from vae_anomaly.training.batch_scoring import score_file_dask
 
     directory, detector = model
     out = tmp_path / "dask-out"

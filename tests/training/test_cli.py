@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from model.artifact import MANIFEST, WEIGHTS
-from model.detector import Detector
 from tests.conftest import SCORE_RESULT_FIELDS
-from training.cli import main
-from training.data import read_table
+from vae_anomaly.model.artifact import MANIFEST, WEIGHTS
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.data import read_table
 
 THRESHOLDS = ["--threshold", "warn=0.05", "--threshold", "critical=0.02"]
 TRAIN = ["--epochs", "15", "--quiet", "--device", "cpu", *THRESHOLDS]
@@ -368,7 +368,7 @@ def test_score_into_a_closed_pipe_exits_quietly(csv_model: tuple[Path, str], lab
     big = tmp_path / "big.csv"
     frame = pd.read_csv(labelled_csv)
     pd.concat([frame] * 12, ignore_index=True).to_csv(big, index=False)  # ~4,000 rows, > a pipe's buffer
-    argv = [sys.executable, "-m", "training.cli", "score", str(csv_model[0]), str(big), "--device", "cpu"]
+    argv = [sys.executable, "-m", "vae_anomaly.training.cli", "score", str(csv_model[0]), str(big), "--device", "cpu"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     assert json.loads(process.stdout.readline())["score"] > 0
@@ -381,16 +381,18 @@ def test_score_into_a_closed_pipe_exits_quietly(csv_model: tuple[Path, str], lab
 def test_demo_moves_to_the_next_free_port_and_prints_it(tmp_path: Path, monkeypatch, capsys):
     import socket
 
-    import training.cli
+    import vae_anomaly.training.cli
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert training.cli.next_free_port("127.0.0.1", port) > port
-        monkeypatch.setattr(training.cli, "DEMO_PORT", port)
+        assert vae_anomaly.training.cli.next_free_port("127.0.0.1", port) > port
+        monkeypatch.setattr(vae_anomaly.training.cli, "DEMO_PORT", port)
         served: list[int] = []  # the image demo itself (training, curls, serving) reads args.port
-        monkeypatch.setattr(training.cli, "demo_image", lambda args, train, serve: served.append(args.port) or 0)
+        monkeypatch.setattr(
+            vae_anomaly.training.cli, "demo_image", lambda args, train, serve: served.append(args.port) or 0
+        )
         assert main(["demo", "--kind", "image", "--dir", str(tmp_path), "--no-serve"]) == 0
         assert main(["demo", "--kind", "image", "--dir", str(tmp_path), "--no-serve", "--port", str(port)]) == 0
     out = capsys.readouterr().out
@@ -426,7 +428,7 @@ def test_score_and_evaluate_show_progress_on_a_terminal_only(
 def test_version_and_every_option_has_help_with_its_default(capsys):
     from importlib.metadata import version
 
-    from training.cli import build_parser
+    from vae_anomaly.training.cli import build_parser
 
     with pytest.raises(SystemExit) as exited:
         main(["--version"])

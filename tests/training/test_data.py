@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.kinds.tabular.schema import FeatureSpec, Schema
-from training.data import DataError, Table, anomaly_labels, normal_mask, read_table, split_rows
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema
+from vae_anomaly.training.data import DataError, Table, anomaly_labels, normal_mask, read_table, split_rows
 
 FRAME = pd.DataFrame(
     {

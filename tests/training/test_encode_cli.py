@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.detector import Detector
-from model.latent import LatentCode
 from tests.conftest import make_bar_images
-from training.cli import main
-from training.data import read_table
-from training.latent_report import MAX_GROUPS, latent_groups, latent_plot, project_2d
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.latent import LatentCode
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.data import read_table
+from vae_anomaly.training.latent_report import MAX_GROUPS, latent_groups, latent_plot, project_2d
 
 TRAIN = ["--epochs", "4", "--quiet", "--device", "cpu", "--threshold", "warn=0.05"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.evaluate import detection_metrics, write_report
+from vae_anomaly.training.evaluate import detection_metrics, write_report
 
 SCORES = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.5])
 LABELS = np.array([0, 0, 1, 1, 0, 1, 0])
@@ -65,7 +65,7 @@ def test_write_report_without_both_classes(tmp_path: Path):
 def test_report_histogram_reads_with_a_heavy_tail_and_marks_each_threshold():
     """Issue 14 item 9: normals in 5..40 nats and anomalies to 35,000 put every normal score in one
     bar of a linear axis, with both threshold lines on top of each other."""
-    from training.evaluate import histogram_figure
+    from vae_anomaly.training.evaluate import histogram_figure
 
     rng = np.random.default_rng(0)
     normal = rng.gamma(4.0, 4.0, 3000)

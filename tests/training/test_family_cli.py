@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from model.detector import Detector
-from training.cli import main
-from training.trainer import OptionsError, TrainConfig
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.trainer import OptionsError, TrainConfig
 
 TRAIN = ["--epochs", "2", "--quiet", "--device", "cpu", "--label-column", "label"]
 
@@ -23,7 +23,9 @@ TRAIN = ["--epochs", "2", "--quiet", "--device", "cpu", "--label-column", "label
         ("sparse-ae", ["--sparsity", "0.05"], {"sparsity": 0.05}),
         ("iwae", ["--iwae-samples", "3"], {"iwae_samples": 3}),
         ("hvae", ["--top-latent-dim", "1"], {"top_latent_dim": 1}),
+        ("hvae", ["--hidden-dim", "8"], {"hidden_dim": 8}),
         ("aae", ["--adversarial-weight", "0.5"], {"adversarial_weight": 0.5}),
+        ("aae", ["--discriminator-dims", "8,4"], {"discriminator_dims": [8, 4]}),
         ("ae", [], {}),
     ],
 )
@@ -50,6 +52,13 @@ def test_train_records_the_family_and_its_options(labelled_csv: Path, tmp_path: 
         ("sparse-ae", ["--kl-warmup-epochs", "3"], "--kl-warmup-epochs is not an option of family 'sparse-ae'"),
         ("vae", ["--top-latent-dim", "2"], "(it is of hvae)"),
         ("hvae", ["--adversarial-weight", "2"], "(it is of aae)"),
+        ("vae", ["--hidden-dim", "8"], "--hidden-dim is not an option of family 'vae' (it is of hvae)"),
+        (
+            "hvae",
+            ["--discriminator-dims", "8"],
+            "--discriminator-dims is not an option of family 'hvae' (it is of aae)",
+        ),
+        ("hvae", ["--hidden-dim", "0"], "family 'hvae': hidden_dim"),
         ("dae", ["--noise", "1.5"], "noise 1.5 must be below 1 for masking"),
     ],
 )
@@ -58,6 +67,38 @@ def test_options_of_other_families_are_refused(labelled_csv: Path, tmp_path: Pat
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and message in err
     assert "Traceback" not in err and not (tmp_path / "m").exists()
+
+
+def test_the_width_flags_build_networks_of_those_widths(labelled_csv: Path, tmp_path: Path):
+    for family, flags in (("hvae", ["--hidden-dim", "8"]), ("aae", ["--discriminator-dims", "8,4"])):
+        out = tmp_path / family
+        assert main(["train", str(labelled_csv), "--out", str(out), "--family", family, *flags, *TRAIN]) == 0
+        network = Detector.load(out, "cpu").network
+        if family == "hvae":
+            assert network.prior_z1[0].out_features == 8 and network.bottom_up_z2[0].out_features == 8
+        else:
+            assert [m.out_features for m in network.discriminator if hasattr(m, "out_features")] == [8, 4, 1]
+
+
+def test_discriminator_widths_must_be_positive_integers(labelled_csv: Path, tmp_path: Path, capsys):
+    argv = ["train", str(labelled_csv), "--out", str(tmp_path / "m"), "--family", "aae", *TRAIN]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--discriminator-dims", "8,0"])
+    assert exit_info.value.code == 2 and "positive layer widths" in capsys.readouterr().err
+
+
+def test_every_family_option_has_a_train_flag():
+    """A family's config fields are its flags (`--name-with-dashes`): a new option cannot be
+    forgotten in the CLI."""
+    from vae_anomaly.training.cli import build_parser
+    from vae_anomaly.training.trainer import family_option_names
+
+    train = next(
+        action for action in build_parser()._actions if getattr(action, "choices", None) and "train" in action.choices
+    ).choices["train"]
+    dests = {action.dest for action in train._actions}
+    options = set().union(*family_option_names().values())
+    assert options and options <= dests, sorted(options - dests)
 
 
 def test_train_config_refuses_options_of_other_families():

@@ -14,15 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from model.detector import Detector
-from model.families.vae import VAE, VAEConfig, reparameterize
-from model.kinds.image.backbone import image_network_config
-from model.kinds.image.images import ImageInputs, ImageSpec
-from model.kinds.image.kind import ImageKind
 from tests.conftest import make_bar_images
-from training.cli import main
-from training.data import DataError
-from training.image_data import is_image_source, read_idx, read_images
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.families.vae import VAE, VAEConfig, reparameterize
+from vae_anomaly.model.kinds.image.backbone import image_network_config
+from vae_anomaly.model.kinds.image.images import ImageInputs, ImageSpec
+from vae_anomaly.model.kinds.image.kind import ImageKind
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.data import DataError
+from vae_anomaly.training.image_data import is_image_source, read_idx, read_images
 
 
 def load(directory: Path) -> Detector:
@@ -182,7 +182,7 @@ def test_image_score_results_carry_file_and_index_and_csv_has_the_scalars(
 
 def test_feature_dropout_is_applied_to_image_models():
     """Issue 14 item 7: --feature-dropout once left image weights identical while the manifest said 0.3."""
-    from training.image_trainer import fit_image_detector, image_train_config
+    from vae_anomaly.training.image_trainer import fit_image_detector, image_train_config
 
     pixels = make_bar_images(120)[:, None].astype(np.float32) / 255.0
     spec = ImageSpec(height=8, width=8, channels=1, resize=False)
@@ -215,7 +215,7 @@ def test_image_evaluate_holdout_scores_only_the_images_training_left_out(tmp_pat
 
 def test_image_report_panel_is_scaled_up_and_labelled():
     """Issue 14 item 9: the extremes panel was 62×82 px with no labels."""
-    from training.image_report import EXTREMES_COLUMNS, HEADER_HEIGHT, PANEL_MIN_WIDTH, labelled_panel
+    from vae_anomaly.training.image_report import EXTREMES_COLUMNS, HEADER_HEIGHT, PANEL_MIN_WIDTH, labelled_panel
 
     grid = np.full((1, 82, 62), 0.5, dtype=np.float32)
     panel = labelled_panel(grid, EXTREMES_COLUMNS, "most anomalous | least anomalous")

@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pytest
 
-from model.kinds.sequence.windows import window_starts
-from model.thresholds import threshold_for_fpr
-from training.sequence import calibration_stride_for, fit_sequence_detector, sequence_train_config
-from training.sequence_calibration import cross_fitted_scores, fold_blocks, without_block
+from vae_anomaly.model.kinds.sequence.windows import window_starts
+from vae_anomaly.model.thresholds import threshold_for_fpr
+from vae_anomaly.training.sequence import calibration_stride_for, fit_sequence_detector, sequence_train_config
+from vae_anomaly.training.sequence_calibration import cross_fitted_scores, fold_blocks, without_block
 
 SENSORS = ["pressure", "flow", "temperature"]
 
@@ -88,7 +88,7 @@ def test_default_training_calibrates_on_cross_fitted_scores_and_the_manifest_say
 
 def test_rows_too_few_for_fold_fits_fall_back_to_held_out_calibration(caplog):
     config = sequence_train_config(epochs=1, window=10, device="cpu", score_samples=2)
-    with caplog.at_level(logging.WARNING, logger="training.sequence_calibration"):
+    with caplog.at_level(logging.WARNING, logger="vae_anomaly.training.sequence_calibration"):
         result = fit_sequence_detector(stream(120), SENSORS, config, progress=False)
     assert result.detector.kind.config.calibration == "held_out"
     assert "cross-fitted calibration skipped" in caplog.text

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.data import DataError
-from training.sequence_data import read_sensor_table, read_window_npz, split_windows, time_split_bounds
+from vae_anomaly.training.data import DataError
+from vae_anomaly.training.sequence_data import read_sensor_table, read_window_npz, split_windows, time_split_bounds
 
 FRAME = pd.DataFrame(
     {

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.settings import Settings
-from training.cli import main
-from training.sequence_demo import FAULTS, LABEL, SENSORS, make_sensor_stream
+from vae_anomaly.service.app import create_app
+from vae_anomaly.service.settings import Settings
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.sequence_demo import FAULTS, LABEL, SENSORS, make_sensor_stream
 
 
 def test_generated_stream_labels_exactly_the_fault_rows():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.kinds.sequence.preprocessing import consecutive_blocks, slow_sensors, window_levels
-from training.sequence import fit_sequence_detector, sequence_train_config
+from vae_anomaly.model.kinds.sequence.preprocessing import consecutive_blocks, slow_sensors, window_levels
+from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
 
 
 def drifting_stream(n: int, seed: int = 0) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_auto_level_makes_a_shift_of_a_slow_sensor_invisible_and_reconstructs_in
 
 
 def test_calibration_stride_is_disjoint_when_the_rows_allow_and_shrinks_when_they_do_not():
-    from training.sequence import calibration_stride_for
+    from vae_anomaly.training.sequence import calibration_stride_for
 
     many = np.array([0, 10_000])  # 10,000 calibration rows: 333 disjoint windows of 30 >= 99
     assert calibration_stride_for(many, 30, 0.01) == 30
@@ -72,7 +72,7 @@ def test_calibration_stride_is_disjoint_when_the_rows_allow_and_shrinks_when_the
 
 
 def test_student_t_model_trains_saves_and_samples(tmp_path):
-    from model.detector import load_detector
+    from vae_anomaly.model.detector import load_detector
 
     config = sequence_train_config(epochs=1, window=10, device="cpu", score_samples=2, sensor_likelihood="student_t")
     result = fit_sequence_detector(drifting_stream(200), ["pressure", "flow", "temperature"], config, progress=False)

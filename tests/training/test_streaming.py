@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from model.detector import Detector
-from model.kinds.tabular.preprocessing import check_columns, fit_preprocessing
-from model.kinds.tabular.schema import FeatureSpec, Schema, infer_schema
-from training.cli import main
-from training.data import DataError, _frame_columns
-from training.streaming import (
+from vae_anomaly.model.detector import Detector
+from vae_anomaly.model.kinds.tabular.preprocessing import check_columns, fit_preprocessing
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema, infer_schema
+from vae_anomaly.training.cli import main
+from vae_anomaly.training.data import DataError, _frame_columns
+from vae_anomaly.training.streaming import (
     CALIBRATION,
     TRAIN,
     VALIDATION,
@@ -23,7 +23,7 @@ from training.streaming import (
     row_split,
     scan,
 )
-from training.trainer import TrainConfig
+from vae_anomaly.training.trainer import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.kinds.tabular.kind import TabularOptions, score_columns, tabular_network_config
-from model.kinds.tabular.preprocessing import TabularCodec, check_columns
-from model.scoring import posterior_noise
-from model.thresholds import threshold_for_fpr
-from training.data import DataError, split_rows
-from training.tabular import fit_detector
-from training.trainer import TrainConfig, _mean_elbo, auto_batch_size
+from vae_anomaly.model.kinds.tabular.kind import TabularOptions, score_columns, tabular_network_config
+from vae_anomaly.model.kinds.tabular.preprocessing import TabularCodec, check_columns
+from vae_anomaly.model.scoring import posterior_noise
+from vae_anomaly.model.thresholds import threshold_for_fpr
+from vae_anomaly.training.data import DataError, split_rows
+from vae_anomaly.training.tabular import fit_detector
+from vae_anomaly.training.trainer import TrainConfig, _mean_elbo, auto_batch_size
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +175,9 @@ def test_unknown_active_threshold(normal_columns, fit_tiny):
 
 
 def test_too_few_calibration_rows_are_logged(normal_columns, fit_tiny, caplog):
-    with caplog.at_level(logging.WARNING, logger="training.trainer"):
+    with caplog.at_level(logging.WARNING, logger="vae_anomaly.training.trainer"):
         fit_tiny(normal_columns, epochs=1, thresholds={"warn": 0.05, "rare": 0.001})
-    messages = [r.getMessage() for r in caplog.records if r.name == "training.trainer"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "vae_anomaly.training.trainer"]
     assert messages == [
         "threshold rare: 60 calibration rows cannot guarantee a 0.001 false-positive rate (needs at least 999); "
         "it is set at the largest calibration score"

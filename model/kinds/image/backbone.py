@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from model.networks import conv_decoder, conv_downsamplings, conv_encoder
+from vae_anomaly.model.networks import conv_decoder, conv_downsamplings, conv_encoder
 
 PixelLikelihood = Literal["gaussian", "bernoulli", "continuous_bernoulli"]
 

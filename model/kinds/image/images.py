@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.errors import InputError, InputIssue, InputTooLargeError
+from vae_anomaly.model.errors import InputError, InputIssue, InputTooLargeError
 
 Loc = tuple[str | int, ...]
 

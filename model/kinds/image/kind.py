@@ -16,10 +16,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from model.conditions import ConditionSpec
-from model.errors import InputError, InputIssue
-from model.kinds.base import Corruption, InputLimits, envelope_schema
-from model.kinds.image.backbone import (
+from vae_anomaly.model.conditions import ConditionSpec
+from vae_anomaly.model.errors import InputError, InputIssue
+from vae_anomaly.model.kinds.base import Corruption, InputLimits, envelope_schema
+from vae_anomaly.model.kinds.image.backbone import (
     ImageDecoder,
     ImageDecoderOutput,
     ImageEncoder,
@@ -27,7 +27,7 @@ from model.kinds.image.backbone import (
     PixelLikelihood,
     default_latent_dim,
 )
-from model.kinds.image.images import (
+from vae_anomaly.model.kinds.image.images import (
     ImageBatch,
     ImageInputs,
     ImageSpec,
@@ -38,10 +38,10 @@ from model.kinds.image.images import (
     resize,
     to_channels,
 )
-from model.kinds.image.likelihood import pixel_log_probs
-from model.kinds.image.render import heatmap_overlay, image_grid
-from model.kinds.image.requests import ImageScoreRequest
-from model.scoring import ScoreBatch, ScoreTerms, result_fields
+from vae_anomaly.model.kinds.image.likelihood import pixel_log_probs
+from vae_anomaly.model.kinds.image.render import heatmap_overlay, image_grid
+from vae_anomaly.model.kinds.image.requests import ImageScoreRequest
+from vae_anomaly.model.scoring import ScoreBatch, ScoreTerms, result_fields
 
 REGION_GRID = 7
 """Regions are cells of a grid with about this many cells along the image's short side, each at least
@@ -303,8 +303,9 @@ class ImageKind:
         """Samples as base64 PNGs (their label is the request's condition)."""
         return [png_base64(image) for image in self.sample_pixels(decoded)]
 
-    def render_expected(self, decoded: ImageDecoderOutput) -> list[str]:
-        """E[x | z] at each code as base64 PNGs at the model's geometry."""
+    def render_expected(self, decoded: ImageDecoderOutput, condition: np.ndarray | None = None) -> list[str]:
+        """E[x | z] at each code as base64 PNGs at the model's geometry (a label condition has no
+        place in a PNG: the request's labels are the ends')."""
         return [png_base64(image) for image in self.sample_pixels(decoded)]
 
     def input_keys(self, inputs: ImageInputs) -> list[dict[str, object]]:

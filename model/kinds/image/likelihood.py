@@ -8,9 +8,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.distributions import gaussian_log_prob
-from model.kinds.image.backbone import ImageDecoderOutput
-from model.kinds.image.images import ImageBatch
+from vae_anomaly.model.distributions import gaussian_log_prob
+from vae_anomaly.model.kinds.image.backbone import ImageDecoderOutput
+from vae_anomaly.model.kinds.image.images import ImageBatch
 
 
 def continuous_bernoulli_log_norm(logits: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, model_validator
 
-from model.kinds.base import RequestIds
+from vae_anomaly.model.kinds.base import RequestIds
 
 
 class ImageScoreRequest(RequestIds):

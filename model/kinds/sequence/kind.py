@@ -22,15 +22,19 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from model.conditions import ConditionSpec
-from model.errors import InputError, InputIssue
-from model.kinds.base import Corruption, InputLimits, envelope_schema
-from model.kinds.sequence.backbone import SequenceBackboneConfig, SequenceDecoderOutput, build_sequence_backbone
-from model.kinds.sequence.likelihood import element_log_probs
-from model.kinds.sequence.preprocessing import SensorScaling, window_levels
-from model.kinds.sequence.requests import SequenceScoreRequest
-from model.kinds.sequence.windows import closing_windows, gather_windows, require_rows, segment_bounds
-from model.scoring import ScoreBatch, ScoreTerms, result_fields
+from vae_anomaly.model.conditions import ConditionSpec
+from vae_anomaly.model.errors import InputError, InputIssue
+from vae_anomaly.model.kinds.base import Corruption, InputLimits, envelope_schema
+from vae_anomaly.model.kinds.sequence.backbone import (
+    SequenceBackboneConfig,
+    SequenceDecoderOutput,
+    build_sequence_backbone,
+)
+from vae_anomaly.model.kinds.sequence.likelihood import element_log_probs
+from vae_anomaly.model.kinds.sequence.preprocessing import SensorScaling, window_levels
+from vae_anomaly.model.kinds.sequence.requests import SequenceScoreRequest
+from vae_anomaly.model.kinds.sequence.windows import closing_windows, gather_windows, require_rows, segment_bounds
+from vae_anomaly.model.scoring import ScoreBatch, ScoreTerms, result_fields
 
 
 class SequenceKindConfig(BaseModel):
@@ -331,8 +335,11 @@ class SequenceKind:
         windows = self._draw(decoded, generator)
         return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in windows]
 
-    def render_expected(self, decoded: SequenceDecoderOutput) -> list[dict[str, object]]:
-        """E[x | z] at each code: one list of T values per sensor, in sensor units."""
+    def render_expected(
+        self, decoded: SequenceDecoderOutput, condition: np.ndarray | None = None
+    ) -> list[dict[str, object]]:
+        """E[x | z] at each code: one list of T values per sensor, in sensor units (sequence models
+        have no condition)."""
         means = self.scaling.to_original(decoded.mean.cpu().double().numpy())  # (n, T, C)
         return [{s: w[:, c].tolist() for c, s in enumerate(self.sensors)} for w in means]
 
@@ -344,7 +351,7 @@ class SequenceKind:
         return [{"row": row, "timestamp": stamp} for row, stamp in zip(rows, inputs.timestamps, strict=True)]
 
     def render_grid(self, decoded: SequenceDecoderOutput) -> str:
-        from model.errors import UnsupportedError
+        from vae_anomaly.model.errors import UnsupportedError
 
         raise UnsupportedError("sequence models have no sample grid; use /sample", "grid", "unsupported")
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from model.kinds.sequence.backbone import SequenceDecoderOutput
+from vae_anomaly.model.kinds.sequence.backbone import SequenceDecoderOutput
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.errors import InputError, InputIssue
+from vae_anomaly.model.errors import InputError, InputIssue
 
 
 def segment_bounds(series_ids: np.ndarray | None, n_rows: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from model.networks import mlp, mlp_body
+from vae_anomaly.model.networks import mlp, mlp_body
 
 NUMERIC_LOGVAR_MAX = 4.0
 """Largest decoder log-variance of a numeric feature (standardised units): sigma <= 7.4. The lower

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from model.conditions import ConditionSpec
-from model.errors import InputError, InputIssue
-from model.kinds.tabular.preprocessing import MAX_ISSUES, Columns
+from vae_anomaly.model.conditions import ConditionSpec
+from vae_anomaly.model.errors import InputError, InputIssue
+from vae_anomaly.model.kinds.tabular.preprocessing import MAX_ISSUES, Columns
 
 Parse = Callable[[], Columns]
 

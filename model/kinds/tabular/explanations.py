@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from model.kinds.tabular.backbone import DecoderOutput
-from model.kinds.tabular.preprocessing import EncodedBatch, TabularCodec
-from model.scoring import ScoreTerms
+from vae_anomaly.model.kinds.tabular.backbone import DecoderOutput
+from vae_anomaly.model.kinds.tabular.preprocessing import EncodedBatch, TabularCodec
+from vae_anomaly.model.scoring import ScoreTerms
 
 VARIANT_ROWS = 8192
 """Rows (records × (features + 1)) rescored per pass: bounds the memory of wide, large batches."""

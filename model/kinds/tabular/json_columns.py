@@ -15,9 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.errors import InputError, InputIssue
-from model.kinds.tabular.preprocessing import MAX_ISSUES, Columns, records_to_columns
-from model.kinds.tabular.schema import FeatureSpec, Schema
+from vae_anomaly.model.errors import InputError, InputIssue
+from vae_anomaly.model.kinds.tabular.preprocessing import MAX_ISSUES, Columns, records_to_columns
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema
 
 NoneType = type(None)
 NUMBER_TYPES = frozenset({int, float, NoneType})  # exact types: bool is not int here

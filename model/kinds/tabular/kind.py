@@ -17,18 +17,31 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from torch import nn
 
-from model.conditions import ConditionSpec
-from model.errors import UnsupportedError
-from model.kinds.base import Corruption, InputLimits
-from model.kinds.tabular import conditions
-from model.kinds.tabular.backbone import DecoderOutput, TabularDecoder, TabularEncoder, TabularNetworkConfig
-from model.kinds.tabular.explanations import explain_masked
-from model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
-from model.kinds.tabular.likelihood import feature_log_probs
-from model.kinds.tabular.preprocessing import Columns, EncodedBatch, Preprocessing, TabularCodec, check_columns
-from model.kinds.tabular.requests import ColumnarScoreRequest, ScoreRequest
-from model.kinds.tabular.schema import FeatureSpec, Schema
-from model.scoring import ScoreBatch, ScoreTerms, ScoringConfig, ScoringNetwork, result_fields, score_in_chunks
+from vae_anomaly.model.conditions import ConditionSpec
+from vae_anomaly.model.errors import UnsupportedError
+from vae_anomaly.model.kinds.base import Corruption, InputLimits
+from vae_anomaly.model.kinds.tabular import conditions
+from vae_anomaly.model.kinds.tabular.backbone import DecoderOutput, TabularDecoder, TabularEncoder, TabularNetworkConfig
+from vae_anomaly.model.kinds.tabular.explanations import explain_masked
+from vae_anomaly.model.kinds.tabular.json_columns import json_records_to_columns, json_table_to_columns
+from vae_anomaly.model.kinds.tabular.likelihood import feature_log_probs
+from vae_anomaly.model.kinds.tabular.preprocessing import (
+    Columns,
+    EncodedBatch,
+    Preprocessing,
+    TabularCodec,
+    check_columns,
+)
+from vae_anomaly.model.kinds.tabular.requests import ColumnarScoreRequest, ScoreRequest
+from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema
+from vae_anomaly.model.scoring import (
+    ScoreBatch,
+    ScoreTerms,
+    ScoringConfig,
+    ScoringNetwork,
+    result_fields,
+    score_in_chunks,
+)
 
 
 class TabularKindConfig(BaseModel):
@@ -242,11 +255,13 @@ class TabularKind:
         boolean_value = (decoded.boolean_logits > 0).numpy().astype(np.float64)
         return self.codec.decode_columns(decoded.numeric_mean.double().numpy(), category_index, boolean_value)
 
-    def render_expected(self, decoded: DecoderOutput) -> list[dict[str, object]]:
-        """The most likely record at each code, in original units (as `/reconstruct` shows it)."""
+    def render_expected(self, decoded: DecoderOutput, condition: np.ndarray | None = None) -> list[dict[str, object]]:
+        """The most likely record at each code, in original units (as `/reconstruct` shows it); a
+        conditional model's records carry `condition` in their condition columns."""
         columns = self.decoded_columns(decoded)
         n = decoded.numeric_mean.shape[0]
-        return [{name: columns[name][i] for name in self.schema.names} for i in range(n)]
+        records = [{name: columns[name][i] for name in self.schema.names} for i in range(n)]
+        return self._with_condition(records, condition)
 
     def input_keys(self, inputs: Columns) -> list[dict[str, object]]:
         return [{} for _ in range(self.count(inputs))]
@@ -284,12 +299,18 @@ class TabularKind:
         probs = torch.sigmoid(decoded.boolean_logits.cpu().double())
         boolean = (torch.rand(probs.shape, generator=generator, dtype=torch.float64) < probs).double().numpy()
         records = self.codec.decode_records(numeric.double().numpy(), category_index, boolean)
-        if self.condition is not None and condition is not None:
-            records = [
-                {**record, **context}
-                for record, context in zip(records, self.condition.outputs(condition), strict=True)
-            ]
-        return records
+        return self._with_condition(records, condition)
+
+    def _with_condition(
+        self, records: list[dict[str, object]], condition: np.ndarray | None
+    ) -> list[dict[str, object]]:
+        """`records` with the condition values at positions `condition` (n, V) in their condition
+        columns; unchanged for an unconditional model or no condition."""
+        if self.condition is None or condition is None:
+            return records
+        return [
+            {**record, **context} for record, context in zip(records, self.condition.outputs(condition), strict=True)
+        ]
 
     def render_grid(self, decoded: DecoderOutput) -> str:
         raise UnsupportedError("'grid' is for image models; this is a tabular model", "grid", "wrong_model_kind")

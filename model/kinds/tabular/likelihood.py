@@ -12,9 +12,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.distributions import gaussian_log_prob
-from model.kinds.tabular.backbone import DecoderOutput
-from model.kinds.tabular.preprocessing import EncodedBatch, TabularCodec
+from vae_anomaly.model.distributions import gaussian_log_prob
+from vae_anomaly.model.kinds.tabular.backbone import DecoderOutput
+from vae_anomaly.model.kinds.tabular.preprocessing import EncodedBatch, TabularCodec
 
 UNSEEN_CATEGORY_PROBABILITY = 1e-6
 """A category never seen in training is scored as if the model gave it this probability: very

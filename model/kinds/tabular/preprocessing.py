@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from model.errors import InputError, InputIssue
-from model.kinds.tabular.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
+from vae_anomaly.model.errors import InputError, InputIssue
+from vae_anomaly.model.kinds.tabular.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
 
 Columns = dict[str, np.ndarray]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from model.kinds.base import RequestIds
+from vae_anomaly.model.kinds.base import RequestIds
 
 
 class ScoreRequest(RequestIds):

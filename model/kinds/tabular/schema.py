@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from model.errors import SchemaError
+from vae_anomaly.model.errors import SchemaError
 
 FeatureType = Literal["numeric", "categorical", "boolean"]
 
