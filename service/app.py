@@ -8,6 +8,7 @@ import copy
 import gc
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,7 @@ from vae_anomaly.service.multiprocess import register_worker
 from vae_anomaly.service.reload import Reloader, activate, load_verified
 from vae_anomaly.service.reload import router as reload_router
 from vae_anomaly.service.routes import INPUT_BODIES, router
+from vae_anomaly.service.score_path import ScorePath
 from vae_anomaly.service.settings import Settings, get_settings
 from vae_anomaly.service.shutdown import ConnectionCloseMiddleware, Drain, unless_stopped
 from vae_anomaly.service.state import ServiceState
@@ -64,7 +66,10 @@ class RequestMetricsMiddleware:
     """Counts and times every HTTP request by route template and status for Prometheus.
 
     Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware wraps each
-    request and response in extra tasks and streams, a measurable cost per request."""
+    request and response in extra tasks and streams, a measurable cost per request. The in-flight
+    gauge is live; finished requests are noted (`ServiceMetrics.count_request`) and published in
+    bulk after each micro-batch, and at once when no batch is queued or being scored (an idle
+    server, the last request of a burst), so a scrape after the requests sees them all."""
 
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI, state: ServiceState):
         self.app = app
@@ -97,9 +102,10 @@ class RequestMetricsMiddleware:
                 metrics.in_flight.dec()
             metrics = self.state.metrics
             if metrics is not None:
-                endpoint = _endpoint(self.fastapi_app, scope)
-                metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
-                metrics.duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+                metrics.count_request(_endpoint(self.fastapi_app, scope), str(status), time.perf_counter() - started)
+                batcher = self.state.batcher
+                if batcher is None or batcher.idle:
+                    metrics.publish_requests()
 
 
 def _template(routes: list[BaseRoute], scope: Scope) -> str | None:
@@ -117,6 +123,11 @@ def _template(routes: list[BaseRoute], scope: Scope) -> str | None:
         if match == Match.FULL:
             return getattr(candidate, "path", None)
     return None
+
+
+def _route(routes: list[BaseRoute], path: str, method: str) -> BaseRoute | None:
+    """The route of `method path` among `routes`."""
+    return next((r for r in routes if getattr(r, "path", None) == path and method in getattr(r, "methods", ())), None)
 
 
 def _titles(schema: dict[str, Any]) -> list[tuple[str | None, list[str]]]:
@@ -159,6 +170,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        if settings.switch_interval_seconds is not None:
+            sys.setswitchinterval(settings.switch_interval_seconds)
         metrics_dir = settings.prometheus_multiproc_dir
         state.metrics = ServiceMetrics(settings.drift_window, multiprocess_dir=metrics_dir)
         # With several workers, one that starts after the first N replaces another (uvicorn's SIGHUP
@@ -198,6 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.micro_batch_max_wait_seconds,
                 state.compute_thread,
                 on_depth=state.metrics.queued_records.set,
+                on_batch=state.metrics.publish_requests,
             )
             state.batcher.start()
         watcher = None
@@ -243,6 +257,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(reload_router)
     app.include_router(v2_router)
+    if settings.score_fast_path:  # innermost of ours: every middleware below applies to /score too
+        app.add_middleware(ScorePath, state=state, route=_route(router.routes, "/score", "POST"))
     app.add_middleware(
         BodySizeLimitMiddleware, limit=settings.max_body_bytes, read_timeout=settings.read_timeout_seconds
     )

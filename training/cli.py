@@ -28,6 +28,7 @@ from vae_anomaly.model.families import FAMILIES
 from vae_anomaly.model.kinds.tabular.kind import TabularKind
 from vae_anomaly.model.kinds.tabular.schema import Schema, read_schema
 from vae_anomaly.model.scoring import ScoreBatch
+from vae_anomaly.model.threads import torch_threads
 from vae_anomaly.model.thresholds import DEFAULT_TARGETS
 from vae_anomaly.training.data import (
     DataError,
@@ -112,6 +113,16 @@ def package_version() -> str:
         return version("vae-anomaly")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _positive_int_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def _fraction_arg(text: str) -> float:
@@ -249,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument(
+        "--threads",
+        type=_positive_int_arg,
+        default=None,
+        help="intra-op CPU threads for training (default: by the work per step, one for every tabular default)",
+    )
+    train.add_argument(
         "--threshold",
         type=_threshold_arg,
         action="append",
@@ -288,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--explain", type=int, default=3, help="top features per row")
     score.add_argument("--device", default="auto")
+    score.add_argument(
+        "--threads",
+        type=_positive_int_arg,
+        default=None,
+        help="intra-op CPU threads for scoring (default: those the model was trained with, else torch's)",
+    )
     score.add_argument(
         "--engine",
         choices=("local", "dask"),
@@ -400,6 +423,7 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
         learning_rate=args.learning_rate,
         seed=args.seed,
         device=args.device,
+        threads=args.threads,
         thresholds={**DEFAULT_TARGETS, **dict(args.threshold)},
         active_threshold=args.active_threshold,
     )
@@ -497,10 +521,27 @@ def _flat_row(result: dict[str, object]) -> dict[str, object]:
     return row
 
 
+def scoring_threads(args: argparse.Namespace, detector: Detector) -> int | None:
+    """`--threads`, else the threads the model trained with (chosen by its size, recorded in the
+    manifest's training summary), else None: torch's own default."""
+    if args.threads is not None:
+        return int(args.threads)
+    recorded = (detector.manifest.training or {}).get("threads")
+    return int(recorded) if isinstance(recorded, int) and recorded > 0 else None
+
+
 def score_command(args: argparse.Namespace) -> int:
     if args.engine != "dask":  # dask writes a Parquet folder
         check_out_path(args.out)
     loaded = Detector.load(args.model_dir, args.device)
+    threads = scoring_threads(args, loaded)
+    if threads is None:
+        return _score_command(args, loaded)
+    with torch_threads(threads):
+        return _score_command(args, loaded)
+
+
+def _score_command(args: argparse.Namespace, loaded: Detector) -> int:
     if args.id_column is not None and loaded.kind.name != "tabular":
         raise DataError(f"--id-column is for tabular models; {loaded.kind.name} results carry their own position")
     if loaded.kind.name == "image":
