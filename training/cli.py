@@ -176,6 +176,12 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--sensor-likelihood", choices=("student_t", "gaussian"), help="sequence: per reading (default student_t)"
     )
+    train.add_argument(
+        "--calibration",
+        choices=("cross_fit", "held_out"),
+        help="sequence: calibration scores from every block of the rows, each scored by a model fitted without it "
+        "(cross_fit, default: 5 more fits), or from the last rows of each series (held_out)",
+    )
     train.add_argument("--sep", help="CSV delimiter of a sequence file (default: sniffed)")
     train.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     train.add_argument(
@@ -470,6 +476,7 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
             "architecture": args.architecture,
             "level": args.level,
             "sensor_likelihood": args.sensor_likelihood,
+            "calibration": args.calibration,
         }
         return sequence_train_config(**fields, **{k: v for k, v in sequence.items() if v is not None})
     return image_train_config(**fields) if kind == "image" else TrainConfig(**fields)
