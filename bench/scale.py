@@ -55,15 +55,16 @@ def write_rows(path: Path, rows: int, seed: int = 0) -> None:
             writer.close()
 
 
-def run(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one child process."""
+def run(command: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one child process. On a shared machine the
+    CPU seconds (user + system) say more about the work than the wall time."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(command)}")
-    return wall, usage.ru_maxrss / 1024  # Linux: kilobytes
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux: kilobytes
 
 
 def done_steps(results: Path) -> set[tuple[int, str]]:
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/vae-anomaly-scale"))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--results", type=Path, help="JSON lines, one per step, appended as each ends (resumes)")
+    parser.add_argument("--steps", nargs="+", choices=["train", "score"], default=["train", "score"])
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results = args.results or args.work / "results.jsonl"
@@ -118,9 +120,9 @@ def main() -> None:
             "score": [*cli, "score", str(model), str(data), "--out", str(out)],
         }
         for step, command in steps.items():
-            if (rows, step) in done:
+            if (rows, step) in done or step not in args.steps:
                 continue
-            wall, rss = run([*command, *device])
+            wall, cpu, rss = run([*command, *device])
             result = {
                 "rows": rows,
                 "step": step,
@@ -128,6 +130,8 @@ def main() -> None:
                 "peak_rss_mb": round(rss),
                 "seconds": round(wall, 1),
                 "rows_per_second": round(rows / wall),
+                "cpu_seconds": round(cpu, 1),
+                "rows_per_cpu_second": round(rows / cpu),
                 "load_average": os.getloadavg(),
                 "finished": time.strftime("%H:%M:%S UTC", time.gmtime()),
             }

@@ -65,7 +65,7 @@ def fit_detector(
     def rows(index: np.ndarray) -> Columns:
         return {name: values[index] for name, values in checked.items()}
 
-    preprocessing = fit_preprocessing(schema, rows(split.train))
+    preprocessing = fit_preprocessing(schema, rows(split.train), options.numeric_scaling)
     codec = TabularCodec(schema, preprocessing)
     kind = TabularKind(
         TabularKindConfig(

@@ -78,9 +78,11 @@ def test_summary_fields(result):
         "device",
         "batch_size",
         "world_size",
+        "threads",
         "config",
     }
     assert summary["world_size"] == 1  # no torchrun: one process
+    assert summary["threads"] == 1  # a tiny MLP: one intra-op thread (model.threads)
     assert summary["batch_size"] == auto_batch_size(210) == 32  # config.batch_size None: automatic
     assert summary["epochs"] == 10 and 1 <= summary["best_epoch"] <= 10
     assert set(summary["last_epoch"]) == {"epoch", "train_recon", "train_kl", "validation_elbo"}
