@@ -104,6 +104,30 @@ def test_metrics_count_scored_rows_not_requests(client):
     assert value(metrics, "vae_anomaly_requests_total", endpoint="/score", status="200") == 1
 
 
+def test_a_server_reloads_into_the_sequence_model_and_scores_series(tiny_model_dir, sequence_model_dir):
+    """Serve a tabular model, `POST /admin/reload` the sequence artifact: /score then takes series
+    and answers what the artifact loaded from disk answers; a records body is refused by name."""
+    from tests.conftest import API_TOKEN
+
+    settings = Settings(model_dir=tiny_model_dir, device="cpu", api_token=API_TOKEN, max_batch=50, max_samples=10)
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    rows = stream(12, seed=5)
+    with TestClient(create_app(settings)) as test_client:
+        assert test_client.post("/score", json=body(rows)).status_code == 422  # the tabular model takes records
+        reload = test_client.post("/admin/reload", json={"model_dir": str(sequence_model_dir)}, headers=auth)
+        assert reload.status_code == 200, reload.text
+        assert reload.json()["schema_changed"] is True
+        response = test_client.post("/score", json=body(rows))
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        refused = test_client.post("/score", json={"records": [{"pressure": 0.0, "flow": 1.0}]})
+    detector = load_detector(sequence_model_dir, "cpu")
+    direct = detector.score_results(detector.kind.inputs_from_rows(rows))
+    assert [r["row"] for r in results] == list(range(WINDOW - 1, 12))
+    assert [r["score"] for r in results] == pytest.approx([r["score"] for r in direct])
+    assert refused.status_code == 422 and "series" in refused.text
+
+
 def test_the_v2_routes_answer_that_they_map_tables_only(client):
     """A sequence model has no tensor mapping on the KServe V2 routes: the protocol's error says so."""
     tensor = {"name": "series", "shape": [1, WINDOW, 2], "datatype": "FP64", "data": [0.0] * (WINDOW * 2)}
