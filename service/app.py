@@ -34,7 +34,8 @@ from vae_anomaly.service.metrics import ServiceMetrics
 from vae_anomaly.service.multiprocess import register_worker
 from vae_anomaly.service.reload import Reloader, activate, load_verified
 from vae_anomaly.service.reload import router as reload_router
-from vae_anomaly.service.routes import INPUT_BODIES, router
+from vae_anomaly.service.routes import INPUT_BODIES, request_examples, router
+from vae_anomaly.service.schemas import InterpolateOptions
 from vae_anomaly.service.score_path import ScorePath
 from vae_anomaly.service.settings import Settings, get_settings
 from vae_anomaly.service.shutdown import ConnectionCloseMiddleware, Drain, unless_stopped
@@ -138,8 +139,11 @@ def _titles(schema: dict[str, Any]) -> list[tuple[str | None, list[str]]]:
 def install_model_openapi(app: FastAPI, state: ServiceState) -> None:
     """Publish the loaded model's request schema (a tabular model's features, ...) in the OpenAPI
     document instead of the generic envelopes, whose records are `{}`: clients and schema-driven
-    tools learn what to send. Rebuilt when another model is loaded (by its id)."""
+    tools learn what to send; and, for every body, an example the model answers with 2xx
+    (`request_examples`), which `/docs` shows and sends. Rebuilt when another model is loaded (by
+    its id)."""
     generic = _titles(envelope_schema(INPUT_BODIES))  # FastAPI rewrites the schemas a little: compare titles
+    steps = InterpolateOptions.model_json_schema()["properties"]
     build = app.openapi
     cache: dict[str, dict[str, Any]] = {}
 
@@ -150,11 +154,20 @@ def install_model_openapi(app: FastAPI, state: ServiceState) -> None:
             schema = copy.deepcopy(build())
             if detector is not None:
                 specific = detector.kind.request_schema()
-                for operations in schema.get("paths", {}).values():
+                with_steps = [
+                    {**part, "properties": {**part.get("properties", {}), **steps}}
+                    for part in specific.get("oneOf", [specific])
+                ]
+                examples = request_examples(detector)
+                for path, operations in schema.get("paths", {}).items():
                     for operation in operations.values():
                         content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
                         if _titles(content.get("schema", {})) == generic:
                             content["schema"] = specific
+                        elif path == "/interpolate" and content:
+                            content["schema"] = with_steps[0] if len(with_steps) == 1 else {"oneOf": with_steps}
+                        if content and path in examples:
+                            content["example"] = examples[path]
             cache.clear()
             cache[key] = schema
         return cache[key]

@@ -78,6 +78,27 @@ INPUT_BODIES = tuple(model for kind in KINDS.values() for model in kind.request_
 """Every registered kind's request envelopes, for the OpenAPI document of `/score` and `/reconstruct`."""
 
 
+def request_examples(detector: Detector) -> dict[str, dict[str, Any]]:
+    """Path → a request body the loaded model answers with 2xx, for the OpenAPI document (which
+    `/docs` puts in its editors; tests/service/test_openapi_examples.py sends each one). Built from
+    the model: its features or geometry (`example_body`), its condition, its active threshold."""
+    one, two = detector.kind.example_body(1), detector.kind.example_body(2)
+    sample: dict[str, Any] = {"n": 2, "seed": 0}
+    spec = detector.kind.condition_spec()
+    if spec is not None:
+        sample["condition"] = spec.example()
+    return {
+        "/score": one,
+        "/reconstruct": one,
+        "/encode": one,
+        "/interpolate": {**two, "steps": 5},
+        "/sample": sample,
+        "/thresholds/{name}": {"target_fpr": 0.01},
+        "/active-threshold": {"name": detector.thresholds.active},
+        "/admin/reload": {},  # re-read the directory being served
+    }
+
+
 def _check_kind(data: dict[str, Any], detector: Detector) -> None:
     """A body of another kind gets a 422 that says which kind the loaded model expects."""
     kind = detector.kind

@@ -68,3 +68,24 @@ def test_top_feature_cells_equal_the_whole_columns(mixed_detector: Detector, mix
     assert [(type(v), v) for v in got_expected] == [(type(v), v) for v in expected]
     same = [a == b or (a != a and b != b) for a, b in zip(got_values, values, strict=True)]  # NaN == NaN here
     assert all(same) and [type(v) for v in got_values] == [type(v) for v in values]
+
+
+def test_empty_columns_are_independent_missing_columns(mixed_detector: Detector):
+    """One block for the float columns instead of one array each: the same values and types, and
+    writing a cell of one column leaves every other column as it was."""
+    from vae_anomaly.model.kinds.tabular.preprocessing import _empty_columns
+
+    schema = mixed_detector.kind.schema
+    columns = _empty_columns(schema, 3)
+    assert list(columns) == schema.names
+    for feature in schema.features:
+        column = columns[feature.name]
+        assert column.shape == (3,) and column.flags.c_contiguous
+        if feature.type == "categorical":
+            assert column.dtype == object and all(v is None for v in column)
+        else:
+            assert column.dtype == np.float64 and np.isnan(column).all()
+    first, *rest = (name for name, f in zip(schema.names, schema.features, strict=True) if f.type != "categorical")
+    columns[first][1] = 7.0
+    assert columns[first].tolist()[1] == 7.0
+    assert all(np.isnan(columns[name]).all() for name in rest)

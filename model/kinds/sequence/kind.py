@@ -266,6 +266,11 @@ class SequenceKind:
         """The series envelope as it is (its column names are the sensors of `GET /model`)."""
         return envelope_schema(self.request_models)
 
+    def example_body(self, n: int) -> dict[str, Any]:
+        """A series of `window + n - 1` rows of zeros (n windows) under the model's sensors."""
+        rows = [[0.0] * len(self.sensors) for _ in range(self.window + n - 1)]
+        return {"series": {"columns": list(self.sensors), "data": rows}}
+
     def describe(self) -> dict[str, object]:
         return {"sensors": list(self.sensors), "window": self.window, "network": self.network.model_dump(mode="json")}
 

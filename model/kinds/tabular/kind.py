@@ -227,15 +227,37 @@ class TabularKind:
         if self.condition is not None:
             for variable in self.condition.variables:
                 properties[variable.name] = {"description": f"condition column, one of {variable.known()}"}
+        example = self.example_body(1)["records"][0]  # the generic examples name the demo's features
         records = ScoreRequest.model_json_schema()
         records["properties"]["records"]["items"] = {
             "type": "object",
             "properties": properties,
             "required": list(properties),
         }
+        records["properties"]["records"]["examples"] = [[example]]
         columnar = ColumnarScoreRequest.model_json_schema()
         columnar["properties"]["columns"]["items"] = {"type": "string", "enum": list(properties)}
+        columnar["properties"]["columns"]["examples"] = [list(example)]
+        columnar["properties"]["data"]["examples"] = [[list(example.values())]]
         return {"oneOf": [records, columnar]}
+
+    def example_body(self, n: int) -> dict[str, Any]:
+        """`n` copies of a typical record: each numeric feature at its training centre (3
+        significant digits; whole for integer features), a category's first value, false; the
+        condition's first values."""
+        record: dict[str, Any] = {}
+        for feature in self.schema.features:
+            if feature.type == "numeric":
+                stats = self.codec.preprocessing.numeric.get(feature.name)
+                center = stats.center if stats is not None else 0.0
+                record[feature.name] = round(center) if feature.integer else float(f"{center:.3g}")
+            elif feature.type == "categorical":
+                record[feature.name] = feature.categories[0] if feature.categories else "a"
+            else:
+                record[feature.name] = False
+        if self.condition is not None:
+            record.update(self.condition.example())
+        return {"records": [dict(record) for _ in range(n)]}
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
