@@ -55,15 +55,16 @@ def write_rows(path: Path, rows: int, seed: int = 0) -> None:
             writer.close()
 
 
-def run(command: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one child process."""
+def run(command: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one child process. On a shared machine the
+    CPU seconds (user + system) say more about the work than the wall time."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"failed: {' '.join(command)}")
-    return wall, usage.ru_maxrss / 1024  # Linux: kilobytes
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # Linux: kilobytes
 
 
 def done_steps(results: Path) -> set[tuple[int, str]]:
@@ -92,13 +93,42 @@ def environment() -> dict[str, object]:
     }
 
 
+def report(results: Path) -> str:
+    """The results file as the markdown table of docs/BENCHMARKS.md: per size, each step's peak RSS
+    and rows/s, and each step's peak RSS as a multiple of the smallest size's."""
+    lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    steps = {(line["rows"], line["step"]): line for line in lines if "step" in line}
+    sizes = sorted({rows for rows, _ in steps})
+    first = {step: next((steps[(r, step)] for r in sizes if (r, step) in steps), None) for step in ("train", "score")}
+    table = [
+        "| rows | `train --stream --epochs 1` peak RSS | train rows/s | `score` peak RSS | score rows/s |",
+        "|---|---|---|---|---|",
+    ]
+    for rows in sizes:
+        cells = [f"{rows:,}".replace(",", " ")]
+        for step in ("train", "score"):
+            line, base = steps.get((rows, step)), first[step]
+            if line is None or base is None:
+                cells += ["not measured", ""]
+                continue
+            ratio = line["peak_rss_mb"] / base["peak_rss_mb"]
+            cells += [f"{line['peak_rss_mb']} MB (×{ratio:.2f})", f"{line['rows_per_second']:,}".replace(",", " ")]
+        table.append("| " + " | ".join(cells) + " |")
+    return "\n".join(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/vae-anomaly-scale"))
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--results", type=Path, help="JSON lines, one per step, appended as each ends (resumes)")
+    parser.add_argument("--steps", nargs="+", choices=["train", "score"], default=["train", "score"])
+    parser.add_argument("--report", action="store_true", help="print the results file as a markdown table, run nothing")
     args = parser.parse_args()
+    if args.report:
+        print(report(args.results or args.work / "results.jsonl"))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     results = args.results or args.work / "results.jsonl"
     done = done_steps(results)
@@ -118,9 +148,9 @@ def main() -> None:
             "score": [*cli, "score", str(model), str(data), "--out", str(out)],
         }
         for step, command in steps.items():
-            if (rows, step) in done:
+            if (rows, step) in done or step not in args.steps:
                 continue
-            wall, rss = run([*command, *device])
+            wall, cpu, rss = run([*command, *device])
             result = {
                 "rows": rows,
                 "step": step,
@@ -128,6 +158,8 @@ def main() -> None:
                 "peak_rss_mb": round(rss),
                 "seconds": round(wall, 1),
                 "rows_per_second": round(rows / wall),
+                "cpu_seconds": round(cpu, 1),
+                "rows_per_cpu_second": round(rows / cpu),
                 "load_average": os.getloadavg(),
                 "finished": time.strftime("%H:%M:%S UTC", time.gmtime()),
             }

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +34,8 @@ from vae_anomaly.model.kinds.sequence.preprocessing import fit_scaling
 from vae_anomaly.model.kinds.sequence.windows import closing_windows, gather_windows, segment_bounds
 from vae_anomaly.model.thresholds import sort_calibration, threshold_for_fpr
 from vae_anomaly.training.sequence import calibration_stride_for
-from vae_anomaly.training.sequence_data import split_windows, time_split_bounds
+from vae_anomaly.training.sequence_calibration import fold_blocks, without_block
+from vae_anomaly.training.sequence_data import pair_starts, split_windows, time_split_bounds
 
 DEFAULT_DATA = Path("../shared/datasets/skab")
 FOLDERS = ("valve1", "valve2", "other")
@@ -73,6 +74,9 @@ class Protocol_:
     validation_fraction: float = 0.1
     calibration_fraction: float = 0.2
     target_fpr: float = 0.01
+    calibration: str = "held_out"
+    calibration_folds: int = 5
+    cross_fit_stride: int = 1
 
 
 def skab_files(data: Path, wanted: list[str] | None) -> list[Path]:
@@ -100,23 +104,44 @@ def load_skab(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 class WindowReference:
-    """A scikit-learn style detector on flattened windows, under the project's split and threshold."""
+    """A scikit-learn style detector on flattened windows, under the project's split and threshold
+    (held-out or cross-fitted calibration, as the project's detector of the run calibrates)."""
 
     def __init__(self, make: Callable[[], Any], score: Callable[[Any, np.ndarray], np.ndarray], proto: Protocol_):
         self.make, self.score, self.proto = make, score, proto
 
+    def _fit_once(self, values: np.ndarray, sensors: list[str], bounds: np.ndarray) -> tuple[Any, Any, np.ndarray]:
+        """(scaling, model, calibration windows) fitted on the train + validation part of each series."""
+        p = self.proto
+        train_pairs, _, _ = time_split_bounds(bounds, p.validation_fraction, p.calibration_fraction)
+        train_rows = np.concatenate([np.arange(lo, hi) for lo, hi in train_pairs.reshape(-1, 2).tolist()])
+        scaling = fit_scaling(sensors, values[train_rows])
+        z, _ = scaling.standardize(values)
+        split = split_windows(
+            z, bounds, p.window, p.stride, p.calibration_stride, p.validation_fraction, p.calibration_fraction
+        )
+        fit_windows = np.concatenate([split.train, split.validation])
+        return scaling, self.make().fit(fit_windows.reshape(len(fit_windows), -1)), split.calibration
+
+    def _flat_scores(self, scaling: Any, model: Any, windows: np.ndarray) -> np.ndarray:
+        z, _ = scaling.standardize(windows)
+        return np.asarray(self.score(model, z.reshape(len(z), -1)))
+
     def fit(self, values: np.ndarray, sensors: list[str]) -> WindowReference:
         p = self.proto
-        n_train = round(len(values) * (1 - p.validation_fraction - p.calibration_fraction))
-        self.scaling = fit_scaling(sensors, values[:n_train])
-        z, _ = self.scaling.standardize(values)
-        split = split_windows(
-            z, segment_bounds(None, len(z)), p.window, p.stride, p.calibration_stride,
-            p.validation_fraction, p.calibration_fraction,
-        )  # fmt: skip
-        fit_windows = np.concatenate([split.train, split.validation])
-        self.model = self.make().fit(fit_windows.reshape(len(fit_windows), -1))
-        calibration = sort_calibration(self.score(self.model, split.calibration.reshape(len(split.calibration), -1)))
+        bounds = segment_bounds(None, len(values))
+        self.scaling, self.model, calibration_windows = self._fit_once(values, sensors, bounds)
+        if p.calibration == "cross_fit":
+            scores = []
+            for block in fold_blocks(bounds, p.calibration_folds):
+                kept, kept_bounds = without_block(values, bounds, block)
+                scaling, model, _ = self._fit_once(kept, sensors, kept_bounds)
+                windows = gather_windows(values, pair_starts(block, p.window, p.cross_fit_stride), p.window)
+                scores.append(self._flat_scores(scaling, model, windows))
+            calibration = sort_calibration(np.concatenate(scores))
+        else:
+            flat = calibration_windows.reshape(len(calibration_windows), -1)
+            calibration = sort_calibration(self.score(self.model, flat))
         self.threshold = threshold_for_fpr(calibration, p.target_fpr)
         return self
 
@@ -178,7 +203,9 @@ class FileResult:
         return float(roc_auc_score(self.y, self.scores)) if 0 < self.y.sum() < len(self.y) else None
 
 
-def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: Path) -> FileResult:
+def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: Path) -> list[FileResult]:
+    """The detector's result on one file, then one per threshold it derives beside its own
+    (`derived_thresholds`: the same scores at another threshold, e.g. held-out calibration)."""
     values, labels, sensors = load_skab(path)
     started = time.perf_counter()
     fitted = fit(values[:TRAIN_ROWS], sensors)
@@ -188,7 +215,7 @@ def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: 
     row_scores = np.full(len(values), -np.inf)
     row_scores[rows] = scores
     test = slice(TRAIN_ROWS, None)
-    return FileResult(
+    main = FileResult(
         method=method,
         file=f"{path.parent.name}/{path.stem}",
         y=labels[test],
@@ -197,6 +224,11 @@ def run_file(method: str, fit: Callable[[np.ndarray, list[str]], Fitted], path: 
         fit_seconds=fitted_at - started,
         score_seconds=score_seconds,
     )
+    derived = getattr(fitted, "derived_thresholds", {})
+    return [main] + [
+        replace(main, method=name, predicted=(row_scores[test] > threshold).astype(np.int64))
+        for name, threshold in derived.items()
+    ]
 
 
 def pooled_metrics(results: list[FileResult]) -> dict[str, float]:
@@ -288,6 +320,26 @@ class ProjectFitted:
         config = sequence_train_config(device="cpu", **options)
         self.detector = fit_sequence_detector(values, sensors, config, progress=False).detector
         self.threshold = self.detector.thresholds.thresholds[self.detector.thresholds.active].value
+        self.derived_thresholds: dict[str, float] = {}
+        if self.detector.kind.config.calibration == "cross_fit":  # type: ignore[attr-defined]
+            self.derived_thresholds["held_out"] = self._held_out_threshold(values, config)
+
+    def _held_out_threshold(self, values: np.ndarray, config: Any) -> float:
+        """The threshold `calibration=held_out` would have given this same network (same seed, same
+        split: its scores are identical): the active target on the last rows' windows, at the
+        stride `calibration_stride_for` gives them. Free beside the cross-fitted one."""
+        from vae_anomaly.model.kinds.sequence.kind import SequenceInputs
+
+        kind = self.detector.kind
+        target = config.thresholds[config.active_threshold]
+        _, _, cal_pairs = time_split_bounds(
+            segment_bounds(None, len(values)), config.validation_fraction, config.calibration_fraction
+        )
+        options = config.kind_options_for("sequence")
+        stride = options.calibration_stride or calibration_stride_for(cal_pairs, kind.window, target)
+        starts = pair_starts(cal_pairs, kind.window, stride)
+        inputs = SequenceInputs(gather_windows(values, starts, kind.window), starts + kind.window - 1)
+        return threshold_for_fpr(sort_calibration(self.detector.terms(inputs).score), target)
 
     def score_rows(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         inputs = self.detector.kind.inputs_from_rows(values)  # type: ignore[attr-defined]
@@ -309,6 +361,11 @@ def project_fitter(overrides: dict[str, Any], seed: int) -> tuple[Callable[[np.n
     )
     proto.calibration_stride = kind_options.calibration_stride or calibration_stride_for(
         cal_pairs, proto.window, proto.target_fpr
+    )
+    proto.calibration, proto.calibration_folds = kind_options.calibration, kind_options.calibration_folds
+    blocks = np.concatenate(fold_blocks(segment_bounds(None, TRAIN_ROWS), proto.calibration_folds))
+    proto.cross_fit_stride = kind_options.calibration_stride or calibration_stride_for(
+        blocks, proto.window, proto.target_fpr
     )
     return (lambda values, sensors: ProjectFitted(values, sensors, options)), proto
 
@@ -339,14 +396,14 @@ def run_seed(
     results: dict[str, list[FileResult]] = {m: [] for m in methods}
     for path in files:
         for method in methods:
-            result = run_file(method, runners[method], path)
-            results[method].append(result)
-            print(
-                f"seed {seed} {result.file:10s} {method:8s} auroc {result.auroc or float('nan'):.3f} "
-                f"alarms {result.predicted.mean():.2f} anomalies {result.y.mean():.2f} "
-                f"fit {result.fit_seconds:.1f}s",
-                flush=True,
-            )
+            for result in run_file(method, runners[method], path):
+                results.setdefault(result.method, []).append(result)
+                print(
+                    f"seed {seed} {result.file:10s} {result.method:8s} auroc {result.auroc or float('nan'):.3f} "
+                    f"alarms {result.predicted.mean():.2f} anomalies {result.y.mean():.2f} "
+                    f"fit {result.fit_seconds:.1f}s",
+                    flush=True,
+                )
     return results, proto
 
 
@@ -379,7 +436,7 @@ def combine(paths: list[Path], markdown_path: Path | None) -> int:
         for seed, methods in run["rows"].items():
             for method, rows in methods.items():
                 by_seed.setdefault(seed, {}).setdefault(method, []).extend(from_raw(method, r) for r in rows)
-    methods = list(runs[0]["summary"])
+    methods = [m for m in runs[0]["summary"] if all(m in run["summary"] for run in runs)]  # those every run has
     order = {f"{p.parent.name}/{p.stem}": i for i, p in enumerate(skab_files(DEFAULT_DATA, None))}
     per_seed = {m: [pooled_metrics(results[m]) for results in by_seed.values()] for m in methods}
     summary = {m: mean_over_seeds(ms) for m, ms in per_seed.items()}

@@ -1,36 +1,45 @@
-"""Serving-speed benchmark: the service against its HTTP floor and its compute floor, in one run.
+"""Serving-speed benchmark: the service against its HTTP floors and its compute floor, in one run.
 
 For each data set (ADBench .npz, features x0..x{d-1}):
 
-1. the service: `vae-anomaly serve MODEL` (one worker; `VAE_ANOMALY_*` variables pass through, and
-   `--env NAME=VALUE` adds some) with a model trained on the data set's normal rows (`vae-anomaly
-   train`, cached in `--models`);
-2. the HTTP floor: `bench.http_floor`, a FastAPI app under the same uvicorn settings that parses the
-   same JSON and answers the same shape without a model;
+1. the service: `vae-anomaly serve MODEL` once per `--variant` (`VAE_ANOMALY_*` variables pass
+   through; `--env NAME=VALUE` adds some to every variant) with a model trained on the data set's
+   normal rows (`vae-anomaly train`, cached in `--models`). `--before REF` adds the service as it is
+   at git REF (`git archive`, served from that tree through `PYTHONPATH`), on the pure-Python stack
+   (h11 + asyncio: httptools and uvloop hidden, as in an install without them) and on httptools;
+2. the HTTP floors: `bench.http_floor`, a FastAPI app that parses the same JSON and answers the same
+   shape without a model, under uvicorn on each stack of `--floor-stacks` (httptools + uvloop, h11 +
+   asyncio): a service variant is compared with the floor on its own stack;
 3. the compute floor: `Detector.score` on already-checked columns, in this process (no HTTP), with
-   batches of 1, 64 and 4096 records.
+   batches of 1, 64, 256 and 4096 records, and `Detector.score_results` (scores and `top_features`,
+   what `/score` returns) on the same batches.
 
 Load comes from wrk (Debian's `wrk` 4.1, one thread, a Lua script that cycles through pre-built
 bodies) in its own process; single-record `/score` at concurrency 1, 16 and 64, and batches of 256
 and 4096 records at concurrency 1. Each measurement follows a warm-up of the same load. Server RSS
-is read from /proc after the warm-up of the first scenario.
+(each worker's, with `VAE_ANOMALY_WORKERS=N`) is read from /proc after the warm-up of the first
+scenario; the load average is recorded at the start and end of each server's runs.
 
     python -m bench.serving ../shared/datasets/adbench/6_cardio.npz ../shared/datasets/adbench/22_magic.gamma.npz
     python -m bench.serving DATA.npz --quick --out /tmp/serving.json     # 3 s per scenario instead of 10
     python -m bench.serving DATA.npz --env VAE_ANOMALY_MICRO_BATCH=false  # a service setting for this run
-    python -m bench.serving DATA.npz --variant off:VAE_ANOMALY_MICRO_BATCH=false --variant on   # before/after
+    python -m bench.serving DATA.npz --before main --variant after --variant after-h11:VAE_ANOMALY_HTTP_STACK=h11 \
+        --variant workers2:VAE_ANOMALY_WORKERS=2
 
 `--variant NAME[:VAR=VALUE,...]` (repeatable) runs the service once per variant with those variables,
-all against the same floors in the same run; `PYTHONPATH=/some/checkout` serves another version of
-the code (e.g. `git archive` of an older commit), which is how before/after numbers were taken.
+all against the same floors in the same run.
 
-Goals (issue 5): single records at concurrency 64 ≥ 80% of the HTTP floor's requests/s; p99 at
-concurrency 16 < 4× its p50; batches of 4096 ≥ 60% of the compute floor's records/s.
+Goals (issue 15), the first table's columns: single records at concurrency 64 ≥ 80% of the HTTP
+floor's requests/s on the same stack, beside the requests/s per core (Ray Serve documents ~400–500
+no-op requests/s per core); batches of 4096 ≥ 60% of the compute floor's records/s;
+`VAE_ANOMALY_WORKERS=2` ≥ 1.6× one worker's requests/s; p99 at concurrency 16 ≤ 4× its p50; RSS per
+worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -57,6 +66,12 @@ SINGLE_CONCURRENCY = (1, 16, 64)
 BATCH_SIZES = (256, 4096)
 COMPUTE_BATCHES = (1, 64, 256, 4096)
 DISTINCT_SINGLE_BODIES = 1000
+STACKS = ("httptools", "h11")
+FLOOR_STACK = {"httptools": ["--http", "httptools", "--loop", "uvloop"], "h11": ["--http", "h11", "--loop", "asyncio"]}
+RAY_SERVE_PER_CORE = "400–500"
+"""Ray Serve's documented no-op throughput per CPU core (requests/s), for scale."""
+PURE_STACK_SHIM = "pure-stack"
+HIDDEN_PACKAGE = 'raise ImportError("hidden by bench.serving: the pure-Python stack (h11 + asyncio)")\n'
 
 WRK_SCRIPT = r"""
 local requests = {}
@@ -110,6 +125,25 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def worker_pids(pid: int) -> list[int]:
+    """uvicorn's worker processes under the supervisor `pid` (children started by multiprocessing's
+    spawn, not its resource tracker), or `pid` itself when it has none (one worker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    found = []
+    for child in children.read_text().split() if children.exists() else []:
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found or [pid]
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 # -- bodies -------------------------------------------------------------------------------------
@@ -208,17 +242,21 @@ def measure_server(
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     results: dict[str, Any] = {}
+    results["load_average_before"] = os.getloadavg()
     with running(command, port, env, work / f"server-{port}.log") as pid:
         for index, (name, key, per_request, connections) in enumerate(scenarios()):
             wrk(port, bodies[key], connections, args.warmup, script, work)
             if index == 0:
+                workers = worker_pids(pid)
                 results["rss_mb"] = rss_mb(pid)
+                results["worker_rss_mb"] = [rss_mb(w) for w in workers] if workers != [pid] else [results["rss_mb"]]
             run = wrk(port, bodies[key], connections, args.seconds, script, work)
             run["records_per_s"] = run["rps"] * per_request
             if run["non_2xx"] or run["socket_errors"]:
                 say(f"  warning: {name}: {run['non_2xx']} non-2xx responses, {run['socket_errors']} socket errors")
             results[name] = run
             say(f"  {name:<12} {run['rps']:9.1f} req/s  p50 {run['p50_ms']:7.2f} ms  p99 {run['p99_ms']:7.2f} ms")
+    results["load_average_after"] = os.getloadavg()
     return results
 
 
@@ -227,7 +265,8 @@ def measure_server(
 
 def compute_floor(model_dir: Path, rows: np.ndarray, seconds: float, threads: int | None) -> dict[str, Any]:
     """`Detector.score` on checked columns in this process, threaded as the service is: the model is
-    loaded and warmed up on the main thread, then scored on a worker thread.
+    loaded and warmed up on the main thread, then scored on a worker thread, with the threads the
+    service gives one worker (`service.server.threads_per_worker`) unless `threads` says otherwise.
 
     With torch's default threads on this 2-core VM under other load, scoring one record on the
     thread that first used torch took 36 ms, on a later worker thread 0.56 ms (load 5.4); the server
@@ -236,13 +275,25 @@ def compute_floor(model_dir: Path, rows: np.ndarray, seconds: float, threads: in
     import torch
 
     from vae_anomaly.model.detector import Detector
+    from vae_anomaly.service.server import threads_per_worker
+    from vae_anomaly.service.settings import Settings
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or threads_per_worker(Settings(workers=1, torch_threads=None)))
     detector = Detector.load(model_dir, "cpu")
     detector.score(detector.kind.columns_from_records(detector.sample(4, seed=0)))
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(_compute_floor, detector, rows, seconds).result()
+
+
+def _median_seconds(function: Any, seconds: float) -> tuple[int, float]:
+    function()  # warm-up
+    times = []
+    started = time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - started < seconds:
+        t0 = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - t0)
+    return len(times), float(np.median(times))
 
 
 def _compute_floor(detector: Any, rows: np.ndarray, seconds: float) -> dict[str, Any]:
@@ -253,16 +304,18 @@ def _compute_floor(detector: Any, rows: np.ndarray, seconds: float) -> dict[str,
     for size in COMPUTE_BATCHES:
         batch = rows[rng.choice(len(rows), size, replace=len(rows) < size)]
         columns = detector.kind.columns_from_table({f"x{j}": batch[:, j] for j in range(batch.shape[1])})
-        detector.score(columns)  # warm-up
-        times = []
-        started = time.perf_counter()
-        while len(times) < 3 or time.perf_counter() - started < seconds:
-            t0 = time.perf_counter()
-            detector.score(columns)
-            times.append(time.perf_counter() - t0)
-        median = float(np.median(times))
-        out[f"batch {size}"] = {"calls": len(times), "median_ms": median * 1000, "records_per_s": size / median}
-        say(f"  compute batch {size:<5} {size / median:11.0f} records/s  median {median * 1000:8.3f} ms")
+        calls, median = _median_seconds(lambda columns=columns: detector.score(columns), seconds / 2)
+        out[f"batch {size}"] = {"calls": calls, "median_ms": median * 1000, "records_per_s": size / median}
+        calls, with_results = _median_seconds(lambda columns=columns: detector.score_results(columns, 3), seconds / 2)
+        out[f"results {size}"] = {
+            "calls": calls,
+            "median_ms": with_results * 1000,
+            "records_per_s": size / with_results,
+        }
+        say(
+            f"  compute batch {size:<5} {size / median:11.0f} records/s  median {median * 1000:8.3f} ms; "
+            f"with results (explain 3) {size / with_results:9.0f} records/s"
+        )
     return out
 
 
@@ -284,6 +337,44 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, dict(item.split("=", 1) for item in assignments.split(",") if item)
 
 
+def pure_stack_shim(directory: Path) -> Path:
+    """A folder whose `httptools` and `uvloop` fail to import: first on a server's `PYTHONPATH`,
+    uvicorn (and code that picks "whatever is installed") falls back to h11 and asyncio, as in an
+    environment without them, which is how the service ran before issue 15."""
+    shim = directory / PURE_STACK_SHIM
+    for package in ("httptools", "uvloop"):
+        (shim / package).mkdir(parents=True, exist_ok=True)
+        (shim / package / "__init__.py").write_text(HIDDEN_PACKAGE)
+    return shim
+
+
+def before_variants(ref: str, directory: Path) -> list[tuple[str, dict[str, str]]]:
+    """The service at git `ref` (its tree from `git archive`), on the pure-Python stack and on httptools."""
+    tree = directory / "before"
+    tree.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=PROJECT_ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    shim = pure_stack_shim(directory)
+    return [
+        (f"before ({ref}) h11", {"PYTHONPATH": f"{tree}{os.pathsep}{shim}"}),
+        (f"before ({ref}) httptools", {"PYTHONPATH": str(tree)}),
+    ]
+
+
+def stack_of(env: dict[str, str]) -> str:
+    """The server stack a variant runs on: its `VAE_ANOMALY_HTTP_STACK`, h11 when the pure-stack
+    shim is on its `PYTHONPATH`, else the service's own default (httptools when installed)."""
+    chosen = env.get("VAE_ANOMALY_HTTP_STACK", "auto")
+    if chosen != "auto":
+        return chosen
+    if PURE_STACK_SHIM in env.get("PYTHONPATH", "").split(os.pathsep)[-1]:
+        return "h11"
+    import importlib.util
+
+    installed = all(importlib.util.find_spec(p) is not None for p in ("httptools", "uvloop"))
+    return "httptools" if installed else "h11"
+
+
 def run_dataset(npz: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     name = dataset_name(npz)
     model_dir = ensure_model(npz, args.models)
@@ -292,30 +383,109 @@ def run_dataset(npz: Path, args: argparse.Namespace, work: Path) -> dict[str, An
     env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
     if args.torch_threads:
         env["VAE_ANOMALY_TORCH_THREADS"] = str(args.torch_threads)
-    result: dict[str, Any] = {"dataset": name, "features": rows.shape[1], "model_dir": str(model_dir), "service": {}}
-
-    for variant in args.variant or ["service"]:
-        label, extra = parse_variant(variant)
-        say(f"{name}: service {label} (vae-anomaly serve, 1 worker) {extra or ''}")
+    result: dict[str, Any] = {
+        "dataset": name,
+        "features": rows.shape[1],
+        "model_dir": str(model_dir),
+        "service": {},
+        "http_floor": {},
+    }
+    variants = before_variants(args.before, work) if args.before else []
+    variants += [parse_variant(v) for v in args.variant or ([] if args.before else ["service"])]
+    for label, extra in variants:
+        stack = stack_of(extra)
+        say(f"{name}: service {label} (vae-anomaly serve, stack {stack}) {extra or ''}")
         port = free_port()
         command = [str(BIN / "vae-anomaly"), "serve", str(model_dir), "--port", str(port), "--device", "cpu"]
-        result["service"][label] = {"env": extra, **measure_server(command, port, {**env, **extra}, bodies, args, work)}
+        measured = measure_server(command, port, {**env, **extra}, bodies, args, work)
+        result["service"][label] = {"env": extra, "stack": stack, **measured}
 
-    say(f"{name}: HTTP floor (bench.http_floor, same uvicorn settings)")
-    port = free_port()
-    command = [str(BIN / "python"), "-m", "uvicorn", "bench.http_floor:create_app", "--factory"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "info"]
-    result["http_floor"] = measure_server(command, port, env, bodies, args, work)
+    for stack in args.floor_stacks:
+        say(f"{name}: HTTP floor on {stack} (bench.http_floor, uvicorn {' '.join(FLOOR_STACK[stack])})")
+        port = free_port()
+        command = [
+            str(BIN / "python"),
+            "-m",
+            "uvicorn",
+            "bench.http_floor:create_app",
+            "--factory",
+            *FLOOR_STACK[stack],
+        ]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "info"]
+        result["http_floor"][stack] = measure_server(command, port, env, bodies, args, work)
 
     say(f"{name}: compute floor (Detector.score in-process)")
     result["compute_floor"] = compute_floor(model_dir, rows, args.seconds, args.torch_threads)
     return result
 
 
-def table(results: list[dict[str, Any]]) -> str:
-    """One Markdown table: service beside both floors, with the ratios the goals are about."""
+# -- tables -------------------------------------------------------------------------------------
+
+
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN when b is 0 (a scenario in which no request finished)."""
+    return a / b if b else float("nan")
+
+
+def one_worker_twin(label: str, service: dict[str, Any]) -> str | None:
+    """For a variant with `VAE_ANOMALY_WORKERS=N` (N > 1): the variant with the same variables
+    otherwise (its one-worker twin), if the run has one."""
+    env = service[label]["env"]
+    if int(env.get("VAE_ANOMALY_WORKERS", "1")) <= 1:
+        return None
+    alone = {k: v for k, v in env.items() if k != "VAE_ANOMALY_WORKERS"}
+    return next((other for other, s in service.items() if s["env"] == alone), None)
+
+
+def goals_table(results: list[dict[str, Any]], machine_cores: int) -> str:
+    """One row per data set and variant, one column per goal of issue 15 (its threshold in the header)."""
     lines = [
-        "| data set | variant | load | service | HTTP floor | compute floor | ratio |",
+        "| data set | variant | stack | 1 record c=64 | HTTP floor c=64, same stack | ratio (goal ≥ 0.80) "
+        f"| req/s per core (Ray Serve ~{RAY_SERVE_PER_CORE} no-op) | c=16 p50 / p99 | p99/p50 (goal ≤ 4) "
+        "| 4096 records | compute floor 4096 | ratio (goal ≥ 0.60) | vs score + explain in-process "
+        "| workers N ÷ 1, c=16 / c=64 (goal ≥ 1.6) | RSS per worker |",
+        "|---" * 15 + "|",
+    ]
+    for r in results:
+        compute = r["compute_floor"]
+        score_floor = compute["batch 4096"]["records_per_s"]
+        results_floor = compute.get("results 4096", {}).get("records_per_s", float("nan"))
+        for label, s in r["service"].items():
+            floor = r["http_floor"].get(s["stack"])
+            c64, c16, big = s["single c=64"], s["single c=16"], s["batch 4096"]
+            floor_rps = floor["single c=64"]["rps"] if floor else float("nan")
+            twin = one_worker_twin(label, r["service"])
+            workers = ""
+            if twin is not None:
+                alone = r["service"][twin]
+                c16_ratio = ratio(c16["rps"], alone["single c=16"]["rps"])
+                workers = f"{c16_ratio:.2f} / {ratio(c64['rps'], alone['single c=64']['rps']):.2f} (vs {twin})"
+            rss = "/".join(f"{mb:.0f}" for mb in s.get("worker_rss_mb", [s["rss_mb"]])) + " MB"
+            cells = [
+                r["dataset"],
+                label,
+                s["stack"],
+                f"{c64['rps']:.0f} req/s",
+                f"{floor_rps:.0f} req/s",
+                f"{ratio(c64['rps'], floor_rps):.2f}",
+                f"{c64['rps'] / machine_cores:.0f}",
+                f"{c16['p50_ms']:.2f} / {c16['p99_ms']:.2f} ms",
+                f"{ratio(c16['p99_ms'], c16['p50_ms']):.1f}",
+                f"{big['records_per_s']:.0f} rec/s",
+                f"{score_floor:.0f} rec/s",
+                f"{ratio(big['records_per_s'], score_floor):.2f}",
+                f"{ratio(big['records_per_s'], results_floor):.2f}",
+                workers,
+                rss,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    """Every scenario: service beside the HTTP floor on its stack and the compute floor."""
+    lines = [
+        "| data set | variant | load | service | HTTP floor (same stack) | compute floor | ratio |",
         "|---|---|---|---|---|---|---|",
     ]
 
@@ -323,25 +493,30 @@ def table(results: list[dict[str, Any]]) -> str:
         return f"{m['rps']:.0f} req/s, p50 {m['p50_ms']:.2f} / p99 {m['p99_ms']:.2f} ms"
 
     for r in results:
-        http, compute = r["http_floor"], r["compute_floor"]
+        compute = r["compute_floor"]
         for label, service in r["service"].items():
             where = f"{r['dataset']} | {label}"
+            http = r["http_floor"].get(service["stack"])
             for c in SINGLE_CONCURRENCY:
-                s, h = service[f"single c={c}"], http[f"single c={c}"]
+                s = service[f"single c={c}"]
+                h = http[f"single c={c}"] if http else None
                 lines.append(
-                    f"| {where} | 1 record, c={c} | {cell(s)} | {cell(h)} | "
+                    f"| {where} | 1 record, c={c} | {cell(s)} | {cell(h) if h else ''} | "
                     f"{compute['batch 1']['records_per_s']:.0f} rec/s (batch 1) | "
-                    f"{s['rps'] / h['rps']:.0%} of HTTP floor; p99/p50 {s['p99_ms'] / s['p50_ms']:.1f} |"
+                    + (f"{ratio(s['rps'], h['rps']):.0%} of HTTP floor; " if h else "")
+                    + f"p99/p50 {ratio(s['p99_ms'], s['p50_ms']):.1f} |"
                 )
             for size in BATCH_SIZES:
-                s, h = service[f"batch {size}"], http[f"batch {size}"]
+                s = service[f"batch {size}"]
+                h = http[f"batch {size}"] if http else None
                 floor = compute[f"batch {size}"]["records_per_s"]
                 lines.append(
                     f"| {where} | {size} records, c=1 | {s['records_per_s']:.0f} rec/s | "
-                    f"{h['records_per_s']:.0f} rec/s | {floor:.0f} rec/s (batch {size}) | "
-                    f"{s['records_per_s'] / floor:.0%} of compute floor |"
+                    f"{h['records_per_s'] if h else float('nan'):.0f} rec/s | {floor:.0f} rec/s (batch {size}) | "
+                    f"{ratio(s['records_per_s'], floor):.0%} of compute floor |"
                 )
-            lines.append(f"| {where} | RSS after warm-up | {service['rss_mb']:.0f} MB | {http['rss_mb']:.0f} MB | | |")
+            floor_rss = f"{http['rss_mb']:.0f} MB" if http else ""
+            lines.append(f"| {where} | RSS after warm-up | {service['rss_mb']:.0f} MB | {floor_rss} | | |")
     return "\n".join(lines)
 
 
@@ -352,10 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="3 s per scenario, 1 s warm-up")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per scenario (default 10)")
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per scenario (default 2)")
-    parser.add_argument("--torch-threads", type=int, default=None, help="server and compute floor (default torch's)")
+    parser.add_argument("--torch-threads", type=int, default=None, help="server and compute floor (default: cores)")
     parser.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="extra service environment")
     parser.add_argument(
         "--variant", action="append", metavar="NAME[:VAR=VALUE,...]", help="a service run with these variables"
+    )
+    parser.add_argument("--before", metavar="REF", help="also serve git REF's code (h11 and httptools), first")
+    parser.add_argument(
+        "--floor-stacks", nargs="+", choices=STACKS, default=list(STACKS), help="HTTP floors to run (default both)"
     )
     parser.add_argument("--label", default="", help="a name for this run, kept in the JSON")
     parser.add_argument("--out", type=Path, help="results JSON (default /tmp/bench-serving-<timestamp>.json)")
@@ -375,21 +554,28 @@ def main(argv: list[str] | None = None) -> int:
         "started": stamp,
         "command": " ".join([Path(sys.executable).name, "-m", "bench.serving", *(argv or sys.argv[1:])]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "cores": cores(),
         "load_average_at_start": os.getloadavg(),
         "seconds": args.seconds,
         "env": args.env,
         "variants": args.variant,
+        "before": args.before,
         "torch_threads": args.torch_threads,
     }
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         for npz in args.datasets:
             results.append(run_dataset(npz, args, Path(tmp)))
+            out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))  # after each data set
     meta["load_average_at_end"] = os.getloadavg()
+    meta["finished"] = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     say()
+    say(goals_table(results, meta["cores"]))
+    say()
     say(table(results))
-    say(f"\nwritten to {out}")
+    say(f"\nload average at start {meta['load_average_at_start']}, at end {meta['load_average_at_end']}")
+    say(f"written to {out}")
     return 0
 
 

@@ -141,6 +141,10 @@ class ConditionSpec(BaseModel):
                 positions[row] = position
         return positions, issues
 
+    def example(self) -> dict[str, object]:
+        """A condition this model takes: each variable's first training value ({"segment": "a"})."""
+        return {variable.name: variable.output(0) for variable in self.variables}
+
     def sample_index(self, value: object, n: int, loc: Loc = ("condition",)) -> np.ndarray:
         """The `condition` of a sample request → positions (n, V), the same for every draw.
 

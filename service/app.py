@@ -8,6 +8,7 @@ import copy
 import gc
 import logging
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,9 @@ from vae_anomaly.service.metrics import ServiceMetrics
 from vae_anomaly.service.multiprocess import register_worker
 from vae_anomaly.service.reload import Reloader, activate, load_verified
 from vae_anomaly.service.reload import router as reload_router
-from vae_anomaly.service.routes import INPUT_BODIES, router
+from vae_anomaly.service.routes import INPUT_BODIES, request_examples, router
+from vae_anomaly.service.schemas import InterpolateOptions
+from vae_anomaly.service.score_path import ScorePath
 from vae_anomaly.service.settings import Settings, get_settings
 from vae_anomaly.service.shutdown import ConnectionCloseMiddleware, Drain, unless_stopped
 from vae_anomaly.service.state import ServiceState
@@ -64,7 +67,10 @@ class RequestMetricsMiddleware:
     """Counts and times every HTTP request by route template and status for Prometheus.
 
     Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware wraps each
-    request and response in extra tasks and streams, a measurable cost per request."""
+    request and response in extra tasks and streams, a measurable cost per request. The in-flight
+    gauge is live; finished requests are noted (`ServiceMetrics.count_request`) and published in
+    bulk after each micro-batch, and at once when no batch is queued or being scored (an idle
+    server, the last request of a burst), so a scrape after the requests sees them all."""
 
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI, state: ServiceState):
         self.app = app
@@ -97,9 +103,10 @@ class RequestMetricsMiddleware:
                 metrics.in_flight.dec()
             metrics = self.state.metrics
             if metrics is not None:
-                endpoint = _endpoint(self.fastapi_app, scope)
-                metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
-                metrics.duration.labels(endpoint=endpoint).observe(time.perf_counter() - started)
+                metrics.count_request(_endpoint(self.fastapi_app, scope), str(status), time.perf_counter() - started)
+                batcher = self.state.batcher
+                if batcher is None or batcher.idle:
+                    metrics.publish_requests()
 
 
 def _template(routes: list[BaseRoute], scope: Scope) -> str | None:
@@ -119,6 +126,11 @@ def _template(routes: list[BaseRoute], scope: Scope) -> str | None:
     return None
 
 
+def _route(routes: list[BaseRoute], path: str, method: str) -> BaseRoute | None:
+    """The route of `method path` among `routes`."""
+    return next((r for r in routes if getattr(r, "path", None) == path and method in getattr(r, "methods", ())), None)
+
+
 def _titles(schema: dict[str, Any]) -> list[tuple[str | None, list[str]]]:
     """The titles and fields of a body schema's alternatives: which envelopes it documents."""
     return [(part.get("title"), sorted(part.get("properties", {}))) for part in schema.get("oneOf", [schema])]
@@ -127,8 +139,11 @@ def _titles(schema: dict[str, Any]) -> list[tuple[str | None, list[str]]]:
 def install_model_openapi(app: FastAPI, state: ServiceState) -> None:
     """Publish the loaded model's request schema (a tabular model's features, ...) in the OpenAPI
     document instead of the generic envelopes, whose records are `{}`: clients and schema-driven
-    tools learn what to send. Rebuilt when another model is loaded (by its id)."""
+    tools learn what to send; and, for every body, an example the model answers with 2xx
+    (`request_examples`), which `/docs` shows and sends. Rebuilt when another model is loaded (by
+    its id)."""
     generic = _titles(envelope_schema(INPUT_BODIES))  # FastAPI rewrites the schemas a little: compare titles
+    steps = InterpolateOptions.model_json_schema()["properties"]
     build = app.openapi
     cache: dict[str, dict[str, Any]] = {}
 
@@ -139,11 +154,20 @@ def install_model_openapi(app: FastAPI, state: ServiceState) -> None:
             schema = copy.deepcopy(build())
             if detector is not None:
                 specific = detector.kind.request_schema()
-                for operations in schema.get("paths", {}).values():
+                with_steps = [
+                    {**part, "properties": {**part.get("properties", {}), **steps}}
+                    for part in specific.get("oneOf", [specific])
+                ]
+                examples = request_examples(detector)
+                for path, operations in schema.get("paths", {}).items():
                     for operation in operations.values():
                         content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
                         if _titles(content.get("schema", {})) == generic:
                             content["schema"] = specific
+                        elif path == "/interpolate" and content:
+                            content["schema"] = with_steps[0] if len(with_steps) == 1 else {"oneOf": with_steps}
+                        if content and path in examples:
+                            content["example"] = examples[path]
             cache.clear()
             cache[key] = schema
         return cache[key]
@@ -159,6 +183,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
+        if settings.switch_interval_seconds is not None:
+            sys.setswitchinterval(settings.switch_interval_seconds)
         metrics_dir = settings.prometheus_multiproc_dir
         state.metrics = ServiceMetrics(settings.drift_window, multiprocess_dir=metrics_dir)
         # With several workers, one that starts after the first N replaces another (uvicorn's SIGHUP
@@ -198,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.micro_batch_max_wait_seconds,
                 state.compute_thread,
                 on_depth=state.metrics.queued_records.set,
+                on_batch=state.metrics.publish_requests,
             )
             state.batcher.start()
         watcher = None
@@ -243,6 +270,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(reload_router)
     app.include_router(v2_router)
+    if settings.score_fast_path:  # innermost of ours: every middleware below applies to /score too
+        app.add_middleware(ScorePath, state=state, route=_route(router.routes, "/score", "POST"))
     app.add_middleware(
         BodySizeLimitMiddleware, limit=settings.max_body_bytes, read_timeout=settings.read_timeout_seconds
     )

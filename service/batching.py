@@ -74,8 +74,10 @@ class MicroBatcher:
         max_wait_seconds: float,
         executor: ThreadPoolExecutor | None = None,
         on_depth: Callable[[int], None] | None = None,
+        on_batch: Callable[[], None] | None = None,
     ):
         self.max_records = max_records
+        self._on_batch = on_batch  # on the event loop after each batch's results are handed out
         self._on_depth = on_depth  # told the queued records after every change (a gauge's `set`)
         self.max_wait_seconds = max_wait_seconds
         self._pending: deque[_Job] = deque()
@@ -87,6 +89,7 @@ class MicroBatcher:
         self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="vae-anomaly-batch")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._scoring = False
         self.batches = 0  # scored batches and records, for tests and logs
         self.records = 0
 
@@ -100,8 +103,20 @@ class MicroBatcher:
         self._arrived.set()
         if self._task is not None:
             await self._task
+        if self.batches:
+            logger.info(
+                "micro-batcher: %d records in %d batches (%.1f per batch)",
+                self.records,
+                self.batches,
+                self.records / self.batches,
+            )
         if self._own_executor:
             self._executor.shutdown(wait=True)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch being scored."""
+        return not self._pending and not self._scoring
 
     async def score(self, detector: Detector, metrics: ModelMetrics, inputs: Any, explain: int) -> Results:
         """Queue checked inputs; resolve to their results, in input order, once their batch is scored."""
@@ -131,7 +146,11 @@ class MicroBatcher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._full.wait(), self.max_wait_seconds)
             jobs = self._take()
-            outcomes = await loop.run_in_executor(self._executor, self._score_jobs, jobs)
+            self._scoring = True
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._score_jobs, jobs)
+            finally:
+                self._scoring = False
             for job, outcome in zip(jobs, outcomes, strict=True):
                 if job.future.done():  # the caller went away (client disconnected)
                     continue
@@ -139,6 +158,8 @@ class MicroBatcher:
                     job.future.set_exception(outcome)
                 else:
                     job.future.set_result(outcome)
+            if self._on_batch is not None:
+                self._on_batch()
 
     def _take(self) -> list[_Job]:
         """The oldest jobs up to `max_records` records (at least one job), in arrival order, all for

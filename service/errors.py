@@ -38,32 +38,36 @@ def _response(status: int, items: list[dict], headers: dict[str, str] | None = N
     return JSONResponse({"detail": items}, status_code=status, headers=headers)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ApiError)
-    return _response(exc.status, [{"loc": list(exc.loc), "msg": exc.msg, "type": exc.kind}], exc.headers)
+ErrorParts = tuple[int, list[dict], "dict[str, str] | None"]
 
 
-async def _input_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InputError)
-    items = [{"loc": ["body", *issue.loc], "msg": issue.msg, "type": issue.type} for issue in exc.issues]
-    return _response(422, items)
+def error_parts(exc: Exception) -> ErrorParts | None:
+    """(status, detail items, headers) for the errors the model and the routes raise on purpose,
+    None for anything else. The exception handlers below and the `/score` fast path
+    (service/score_path.py) answer through this, so both give the same bodies."""
+    if isinstance(exc, ApiError):
+        return exc.status, [{"loc": list(exc.loc), "msg": exc.msg, "type": exc.kind}], exc.headers
+    if isinstance(exc, InputTooLargeError):  # inputs that together would cost too much to decode
+        items = [
+            {"loc": ["body", *issue.loc], "msg": f"{issue.msg} (VAE_ANOMALY_MAX_REQUEST_PIXELS)", "type": issue.type}
+            for issue in exc.issues
+        ]
+        return 413, items, None
+    if isinstance(exc, InputError):
+        return 422, [{"loc": ["body", *issue.loc], "msg": issue.msg, "type": issue.type} for issue in exc.issues], None
+    if isinstance(exc, UnsupportedError):  # what the loaded model cannot do by its kind or family: a 422 saying why
+        loc = ["body", exc.field] if exc.field else ["body"]
+        return 422, [{"loc": loc, "msg": str(exc), "type": exc.type}], None
+    return None
 
 
-async def _input_too_large(_: Request, exc: Exception) -> JSONResponse:
-    """Inputs that together would cost too much to decode: 413, naming the server's setting."""
-    assert isinstance(exc, InputTooLargeError)
-    items = [
-        {"loc": ["body", *issue.loc], "msg": f"{issue.msg} (VAE_ANOMALY_MAX_REQUEST_PIXELS)", "type": issue.type}
-        for issue in exc.issues
-    ]
-    return _response(413, items)
+INTERNAL_ERROR = [{"loc": [], "msg": "internal error; see the server log", "type": "internal"}]
 
 
-async def _unsupported(_: Request, exc: Exception) -> JSONResponse:
-    """What the loaded model cannot do by its kind or family (a 422 that says why)."""
-    assert isinstance(exc, UnsupportedError)
-    loc = ["body", exc.field] if exc.field else ["body"]
-    return _response(422, [{"loc": loc, "msg": str(exc), "type": exc.type}])
+async def _known_error(_: Request, exc: Exception) -> JSONResponse:
+    parts = error_parts(exc)
+    assert parts is not None
+    return _response(*parts)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -80,14 +84,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _response(500, [{"loc": [], "msg": "internal error; see the server log", "type": "internal"}])
+    return _response(500, INTERNAL_ERROR)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(InputError, _input_error)
-    app.add_exception_handler(InputTooLargeError, _input_too_large)
-    app.add_exception_handler(UnsupportedError, _unsupported)
+    for known in (ApiError, InputError, InputTooLargeError, UnsupportedError):
+        app.add_exception_handler(known, _known_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -148,6 +148,29 @@ class ServiceMetrics:
         self._score: Histogram | None = None
         self._score_buckets: list[float] = []
         self._lock = threading.Lock()
+        self._tally: dict[tuple[str, str], list[float]] = {}
+
+    def count_request(self, endpoint: str, status: str, seconds: float) -> None:
+        """Note a finished HTTP request; `publish_requests` adds the noted ones to the request
+        counter and latency histogram. Called on the event loop only, as is `publish_requests`."""
+        durations = self._tally.get((endpoint, status))
+        if durations is None:
+            self._tally[(endpoint, status)] = [seconds]
+        else:
+            durations.append(seconds)
+
+    def publish_requests(self) -> None:
+        """Add the requests noted since the last call: one `inc` and one bulk histogram update per
+        route and status, instead of a labelled counter and histogram update per request."""
+        if not self._tally:
+            return
+        tally, self._tally = self._tally, {}
+        by_endpoint: dict[str, list[float]] = {}
+        for (endpoint, status), durations in tally.items():
+            self.requests.labels(endpoint=endpoint, status=status).inc(len(durations))
+            by_endpoint.setdefault(endpoint, []).extend(durations)
+        for endpoint, durations in by_endpoint.items():
+            observe_many(self.duration.labels(endpoint=endpoint), np.asarray(durations, dtype=np.float64))
 
     @property
     def score(self) -> Histogram:
@@ -226,6 +249,7 @@ class ServiceMetrics:
 
     def exposition(self) -> bytes:
         """The text exposition: this registry, or every worker's files in multiprocess mode."""
+        self.publish_requests()
         if self.multiprocess_dir is not None:
             return multiprocess.exposition(self.multiprocess_dir, RETIRABLE)
         return generate_latest(self.registry)

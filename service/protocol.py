@@ -11,9 +11,10 @@ deadline, enforced where the body is read (service/limits.py).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from typing import Any
 
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vae_anomaly.service.errors import error_body
 from vae_anomaly.service.settings import get_settings
@@ -29,8 +30,13 @@ def _timeout_response(seconds: float) -> bytes:
     return head.encode() + body
 
 
-class ReadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
-    """uvicorn's HTTP protocol (h11 or httptools, whichever is installed) with a header deadline."""
+class ReadTimeout:
+    """The header deadline, mixed into one of uvicorn's HTTP protocols (h11 or httptools): both keep
+    the request in flight as `self.cycle` and call `on_response_complete` after each response."""
+
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    cycle: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -38,16 +44,16 @@ class ReadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         self._read_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_read_deadline()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         self._arm_read_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_deadline()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm_read_deadline(self) -> None:
         self._disarm_read_deadline()
@@ -70,3 +76,26 @@ class ReadTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             return
         self.transport.write(_timeout_response(self.read_timeout_seconds))
         self.transport.close()
+
+
+class H11ReadTimeoutProtocol(ReadTimeout, H11Protocol):  # type: ignore[misc]
+    """uvicorn's pure-Python HTTP/1.1 parser (h11) with the header deadline."""
+
+
+PROTOCOLS = {
+    "h11": "vae_anomaly.service.protocol:H11ReadTimeoutProtocol",
+    "httptools": "vae_anomaly.service.protocol:HttpToolsReadTimeoutProtocol",
+}
+"""uvicorn's `http` argument by parser, as import strings: the workers of `--workers N` import them."""
+
+
+def httptools_available() -> bool:
+    """Whether httptools (uvicorn's C parser, part of `uvicorn[standard]`) is installed."""
+    return importlib.util.find_spec("httptools") is not None
+
+
+if httptools_available():
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HttpToolsReadTimeoutProtocol(ReadTimeout, HttpToolsProtocol):  # type: ignore[misc]
+        """uvicorn's C parser (httptools) with the header deadline."""

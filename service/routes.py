@@ -78,6 +78,27 @@ INPUT_BODIES = tuple(model for kind in KINDS.values() for model in kind.request_
 """Every registered kind's request envelopes, for the OpenAPI document of `/score` and `/reconstruct`."""
 
 
+def request_examples(detector: Detector) -> dict[str, dict[str, Any]]:
+    """Path → a request body the loaded model answers with 2xx, for the OpenAPI document (which
+    `/docs` puts in its editors; tests/service/test_openapi_examples.py sends each one). Built from
+    the model: its features or geometry (`example_body`), its condition, its active threshold."""
+    one, two = detector.kind.example_body(1), detector.kind.example_body(2)
+    sample: dict[str, Any] = {"n": 2, "seed": 0}
+    spec = detector.kind.condition_spec()
+    if spec is not None:
+        sample["condition"] = spec.example()
+    return {
+        "/score": one,
+        "/reconstruct": one,
+        "/encode": one,
+        "/interpolate": {**two, "steps": 5},
+        "/sample": sample,
+        "/thresholds/{name}": {"target_fpr": 0.01},
+        "/active-threshold": {"name": detector.thresholds.active},
+        "/admin/reload": {},  # re-read the directory being served
+    }
+
+
 def _check_kind(data: dict[str, Any], detector: Detector) -> None:
     """A body of another kind gets a 422 that says which kind the loaded model expects."""
     kind = detector.kind
@@ -96,8 +117,13 @@ def _check_kind(data: dict[str, Any], detector: Detector) -> None:
 
 async def _read_json(request: Request) -> dict[str, Any]:
     """Parse the body as strict JSON (orjson refuses NaN and Infinity, which Python's json accepts)."""
+    return parse_json(await request.body())
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A body → its JSON object; 400 for malformed JSON (NaN and Infinity included), 422 for another value."""
     try:
-        data = orjson.loads(await request.body())
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(
             400, f"malformed JSON (NaN and Infinity are not JSON): {exc}", "json_invalid", ("body",)
@@ -159,10 +185,18 @@ def _json(payload: Any, status: int = 200) -> Response:
 )
 async def score(request: Request, state: ServiceState = Depends(get_state)) -> Response:
     """Score records or images: higher = more anomalous; `is_anomaly` follows the active threshold."""
+    # Served by service/score_path.py, which answers `POST /score` before FastAPI's routing; this
+    # handler documents the route and serves it when that is off (VAE_ANOMALY_SCORE_FAST_PATH=false).
+    return Response(await score_response(state, await request.body()), media_type="application/json")
+
+
+async def score_response(state: ServiceState, raw: bytes) -> bytes:
+    """The `/score` response body for a request body: parsed and checked, scored (micro-batched
+    when small), the results in input order with the body's ids."""
     detector, metrics = state.loaded()  # one model for the whole request, even across a reload
-    body = await _read_inputs(request, state, detector)
+    body = _parse_inputs(parse_json(raw), state, detector)
     results = await score_body(state, detector, metrics, body)
-    return _json({"model": _model_ref(detector), "results": _with_ids(body, results)})
+    return orjson.dumps({"model": _model_ref(detector), "results": _with_ids(body, results)})
 
 
 def _with_ids(body: RequestBody, results: list[dict[str, Any]]) -> list[dict[str, Any]]:

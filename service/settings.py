@@ -41,8 +41,31 @@ class Settings(BaseSettings):
         "before it is decoded (10,000 28×28 images, or two 2048×2048 ones): bounds the compute one request costs",
     )
     api_token: SecretStr | None = Field(default=None, description="bearer token for the admin endpoints")
-    torch_threads: int | None = Field(default=None, ge=1, description="default: torch's own choice")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch intra-op (OpenMP) threads per worker; `serve` defaults it to the cores available ÷ "
+        "workers less one for the worker's event loop (at least 1), so workers do not oversubscribe the machine "
+        "(service/server.py)",
+    )
+    switch_interval_seconds: float | None = Field(
+        default=0.0005,
+        gt=0,
+        le=0.1,
+        description="Python's GIL switch interval in the workers (`sys.setswitchinterval`; Python's default 0.005). "
+        "The compute thread gives up the GIL in every torch call and waits up to this long to get it back from the "
+        "event loop; null keeps Python's",
+    )
+    http_stack: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description="uvicorn's HTTP parser and event loop: 'httptools' (httptools + uvloop, the `uvicorn[standard]` "
+        "stack), 'h11' (h11 + asyncio, pure Python); auto: httptools when httptools and uvloop are installed",
+    )
     explain_default: int = Field(default=3, ge=0)
+    score_fast_path: bool = Field(
+        default=True,
+        description="answer POST /score before FastAPI's routing (service/score_path.py); false: through the route",
+    )
     micro_batch: bool = Field(default=True, description="gather concurrent small /score requests into one pass")
     micro_batch_max_records: int = Field(
         default=64, ge=1, description="most records in one gathered batch; larger requests are scored alone"

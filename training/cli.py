@@ -2,6 +2,12 @@
 
 `serve` reaches `service.server.serve` through an import string, so this module never imports
 `service` (training must run without the web stack, and the dependency arrows stay one-way).
+
+Importing this module imports no torch, numpy or pandas: the commands import what they use when
+they run, and `main` builds only the options of the subcommand it was given, so `vae-anomaly
+--help`, `--version` and `<command> --help` answer at once (`train`'s options read their defaults
+from `TrainConfig` and the family registry, so `train --help` still imports the training stack).
+tests/training/test_cli.py checks which modules `--help` loads; bench/cli_startup.py times it.
 """
 
 from __future__ import annotations
@@ -17,44 +23,15 @@ import shlex
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import orjson
-
-from vae_anomaly.model.detector import Detector
-from vae_anomaly.model.errors import InputError, ModelError
-from vae_anomaly.model.families import FAMILIES
-from vae_anomaly.model.kinds.tabular.kind import TabularKind
-from vae_anomaly.model.kinds.tabular.schema import Schema, read_schema
-from vae_anomaly.model.scoring import ScoreBatch
-from vae_anomaly.model.threads import torch_threads
-from vae_anomaly.model.thresholds import DEFAULT_TARGETS
-from vae_anomaly.training.data import (
-    DataError,
-    anomaly_labels,
-    holdout_rows,
-    normal_mask,
-    read_table,
-    suspicious_columns,
-)
-from vae_anomaly.training.encode_cli import add_encode_parser, encode_command
-from vae_anomaly.training.evaluate import detection_metrics, model_metrics, write_report
-from vae_anomaly.training.image_cli import demo_image, evaluate_images, parse_size, score_images_file, train_images
-from vae_anomaly.training.image_data import is_image_source
-from vae_anomaly.training.image_trainer import IMAGE_DEFAULTS, image_train_config
-from vae_anomaly.training.latent_report import write_latent_section
-from vae_anomaly.training.output import check_out_path, progress_bar, write_results
-from vae_anomaly.training.sequence import sequence_train_config
-from vae_anomaly.training.sequence_cli import score_sequences_file, train_sequences
-from vae_anomaly.training.tabular import fit_detector
-from vae_anomaly.training.trainer import (
-    OptionsError,
-    TrainConfig,
-    family_option_names,
-    refused_family_options,
-    training_report,
-)
+if TYPE_CHECKING:
+    from vae_anomaly.model.detector import Detector
+    from vae_anomaly.model.kinds.tabular.kind import TabularKind
+    from vae_anomaly.model.kinds.tabular.schema import Schema
+    from vae_anomaly.training.trainer import TrainConfig
 
 logger = logging.getLogger("vae_anomaly")
 
@@ -135,16 +112,42 @@ def _fraction_arg(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with `only`, just that subcommand's options (the others keep their
+    name and summary; `only=""`: none), which is what `main` parses with: the options of `train`
+    import torch, the others nothing heavy."""
     parser = argparse.ArgumentParser(
         prog="vae-anomaly", description="VAE anomaly detection: train, score, serve.", formatter_class=HelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, (summary, add_arguments) in SUBCOMMANDS.items():
+        subparser = commands.add_parser(name, help=summary, formatter_class=HelpFormatter)
+        if only is None or only == name:
+            add_arguments(subparser)
+            for action in subparser._actions:
+                if action.help is None:
+                    action.help = OPTION_HELP.get(action.dest, "")
+    return parser
+
+
+def command_in(argv: list[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is one), None when there is none
+    (`--help`, `--version`): argparse then reports what is missing."""
+    return next((word for word in argv if word in SUBCOMMANDS), None)
+
+
+def _train_arguments(train: argparse.ArgumentParser) -> None:
+    """`train`'s options. Defaults come from `TrainConfig`, the image defaults and the family
+    registry, which import torch: this is the one subcommand whose `--help` loads it."""
+    from vae_anomaly.model.families import FAMILIES
+    from vae_anomaly.model.thresholds import DEFAULT_TARGETS
+    from vae_anomaly.training.image_cli import parse_size
+    from vae_anomaly.training.image_trainer import IMAGE_DEFAULTS
+    from vae_anomaly.training.trainer import TrainConfig
 
     defaults = TrainConfig()
-    train = commands.add_parser("train", help="train on normal rows or images and calibrate thresholds")
     train.add_argument(
         "data",
         type=Path,
@@ -173,10 +176,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--sensor-likelihood", choices=("student_t", "gaussian"), help="sequence: per reading (default student_t)"
     )
+    train.add_argument(
+        "--calibration",
+        choices=("cross_fit", "held_out"),
+        help="sequence: calibration scores from every block of the rows, each scored by a model fitted without it "
+        "(cross_fit, default: 5 more fits), or from the last rows of each series (held_out)",
+    )
     train.add_argument("--sep", help="CSV delimiter of a sequence file (default: sniffed)")
     train.add_argument("--labels", type=Path, help="IDX labels file of an IDX image file (default: found beside it)")
     train.add_argument(
-        "--resize", type=parse_size, metavar="HxW", help="images: resize to this size, here and when serving"
+        "--resize",
+        type=parse_size,
+        metavar="HxW",
+        help="images: resize to this size, here and when serving (default: the images' own size)",
     )
     train.add_argument(
         "--likelihood",
@@ -184,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="images: pixel likelihood (see README; default gaussian)",
     )
-    train.add_argument("--label-column", help="rows whose label is --normal-value are used; the rest are ignored")
+    train.add_argument(
+        "--label-column",
+        help="rows whose label is --normal-value are used; the rest are ignored (default: no labels, all normal)",
+    )
     train.add_argument("--normal-value", help="label of normal rows (default 0)")
     train.add_argument(
         "--exclude-columns",
@@ -218,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise", type=float, default=None, help="dae: masking share or Gaussian noise std (default 0.2)"
     )
     train.add_argument("--noise-type", choices=("masking", "gaussian"), default=None, help="dae: default masking")
-    train.add_argument("--sparsity", type=float, default=None, help="sparse-ae: weight of the L1 code penalty (1e-2)")
+    train.add_argument(
+        "--sparsity", type=float, default=None, help="sparse-ae: weight of the L1 code penalty (default 1e-2)"
+    )
     train.add_argument("--top-latent-dim", type=int, default=None, help="hvae: size of z2 (default latent-dim / 2)")
     train.add_argument(
         "--hidden-dim", type=int, default=None, help="hvae: width of the MLPs between z1 and z2 (default 64)"
@@ -249,7 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     train.add_argument(
-        "--feature-dropout", type=float, default=None, help="VAE families: share of inputs hidden from the encoder"
+        "--feature-dropout",
+        type=float,
+        default=None,
+        help="VAE families: share of inputs hidden from the encoder (default 0: none)",
     )
     train.add_argument("--seed", type=int, default=defaults.seed)
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -274,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout",
         type=_fraction_arg,
         metavar="FRACTION",
-        help="tables and images: leave the last FRACTION of the file out of training, for `evaluate --holdout`",
+        help="tables and images: leave the last FRACTION of the file out of training, for `evaluate --holdout` "
+        "(default: train on the whole file)",
     )
     train.add_argument(
         "--stream",
@@ -284,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--chunk-rows", type=int, default=65_536, help="--stream: rows per record batch")
     train.add_argument("--loader-workers", type=int, default=0, help="--stream: DataLoader worker processes")
 
-    score = commands.add_parser("score", help="score a file with a trained model")
+
+def _score_arguments(score: argparse.ArgumentParser) -> None:
     score.add_argument("model_dir", type=Path)
     score.add_argument("data", type=Path)
     score.add_argument(
@@ -317,10 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-rows",
         type=int,
         default=None,
-        help="tables: score in record batches of this many rows, bounded memory (implied by --out .parquet)",
+        help="tables: score in record batches of this many rows, bounded memory (default: the whole table at once; "
+        "65536 with --out .parquet)",
     )
 
-    evaluate = commands.add_parser("evaluate", help="AUROC, AUPRC and F1 at each threshold on labelled data")
+
+def _evaluate_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("model_dir", type=Path)
     evaluate.add_argument("data", type=Path)
     evaluate.add_argument("--label-column", help="required unless the data is an .npz with y")
@@ -338,13 +362,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--holdout",
         type=_fraction_arg,
         metavar="FRACTION",
-        help="evaluate only the last FRACTION of the file: the rows `train --holdout FRACTION` left out",
+        help="evaluate only the last FRACTION of the file: the rows `train --holdout FRACTION` left out "
+        "(default: the whole file)",
     )
     evaluate.add_argument("--device", default="auto")
 
-    add_encode_parser(commands)
 
-    serve = commands.add_parser("serve", help="serve a model over HTTP")
+def _encode_arguments(encode: argparse.ArgumentParser) -> None:
+    """`encode`'s options (the command itself: training/encode_cli.py)."""
+    encode.add_argument("model_dir", type=Path)
+    encode.add_argument("data", type=Path, help="a file the model's `score` reads (table, images, sensor stream)")
+    encode.add_argument("--out", type=Path, required=True, help="latent.parquet, latent.npz or latent.csv")
+    encode.add_argument("--label-column", help="tabular: a label column to copy into the output (npz: y is copied)")
+    encode.add_argument("--labels", type=Path, help="images: IDX labels file (default: found beside it)")
+    encode.add_argument("--sep", help="CSV delimiter of a sequence file (default: sniffed)")
+    encode.add_argument("--device", default="auto")
+
+
+def _serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("model_dir", type=Path)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -357,7 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: VAE_ANOMALY_LOG_FORMAT or auto (text on a terminal, JSON lines otherwise)",
     )
 
-    demo = commands.add_parser("demo", help="generate demo data, train, evaluate and serve")
+
+DEMO_PORT = 8000
+
+
+def _demo_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--dir", type=Path, default=Path("."), help="where data/ and models/ go")
     demo.add_argument(
         "--port",
@@ -373,13 +412,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="tabular",
         help="image: 8×8 digits, one digit as normal; sequence: a generated pump's sensor stream",
     )
-    for subparser in commands.choices.values():
-        subparser.formatter_class = HelpFormatter
-    for subparser in commands.choices.values():
-        for action in subparser._actions:
-            if action.help is None:
-                action.help = OPTION_HELP.get(action.dest, "")
-    return parser
+
+
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "train": ("train on normal rows or images and calibrate thresholds", _train_arguments),
+    "score": ("score a file with a trained model", _score_arguments),
+    "evaluate": ("AUROC, AUPRC and F1 at each threshold on labelled data", _evaluate_arguments),
+    "encode": ("write the latent code of every row, image or window of a file", _encode_arguments),
+    "serve": ("serve a model over HTTP", _serve_arguments),
+    "demo": ("generate demo data, train, evaluate and serve", _demo_arguments),
+}
+"""Name → (summary in `vae-anomaly --help`, the function adding its options)."""
 
 
 OPTION_HELP = {
@@ -396,6 +439,11 @@ OPTION_HELP = {
 
 def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
     """The flags given; for the rest, the defaults of the kind (`IMAGE_DEFAULTS` for images)."""
+    from vae_anomaly.model.thresholds import DEFAULT_TARGETS
+    from vae_anomaly.training.image_trainer import image_train_config
+    from vae_anomaly.training.sequence import sequence_train_config
+    from vae_anomaly.training.trainer import OptionsError, TrainConfig, family_option_names, refused_family_options
+
     optional = {
         "epochs": args.epochs,
         "patience": args.patience,
@@ -428,12 +476,23 @@ def _train_config(args: argparse.Namespace, kind: str) -> TrainConfig:
             "architecture": args.architecture,
             "level": args.level,
             "sensor_likelihood": args.sensor_likelihood,
+            "calibration": args.calibration,
         }
         return sequence_train_config(**fields, **{k: v for k, v in sequence.items() if v is not None})
     return image_train_config(**fields) if kind == "image" else TrainConfig(**fields)
 
 
 def train_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vae_anomaly.model.kinds.tabular.schema import read_schema
+    from vae_anomaly.training.data import holdout_rows, normal_mask, read_table, suspicious_columns
+    from vae_anomaly.training.image_cli import train_images
+    from vae_anomaly.training.image_data import is_image_source
+    from vae_anomaly.training.sequence_cli import train_sequences
+    from vae_anomaly.training.tabular import fit_detector
+    from vae_anomaly.training.trainer import OptionsError, training_report
+
     kind = args.kind
     if kind == "auto":
         kind = "sequence" if args.time_column else ("image" if is_image_source(args.data) else "tabular")
@@ -474,6 +533,7 @@ def train_command(args: argparse.Namespace) -> int:
 def _train_stream(args: argparse.Namespace, config: TrainConfig, overrides: Schema | None) -> int:
     """`train --stream`: the tabular fit of `training.streaming`, one record batch at a time."""
     from vae_anomaly.training.streaming import ReadOptions, fit_stream
+    from vae_anomaly.training.trainer import training_report
 
     options = ReadOptions(
         chunk_rows=args.chunk_rows,
@@ -493,11 +553,15 @@ def _train_stream(args: argparse.Namespace, config: TrainConfig, overrides: Sche
 
 
 def _tabular(detector: Detector) -> TabularKind:
+    from vae_anomaly.model.kinds.tabular.kind import TabularKind
+
     assert isinstance(detector.kind, TabularKind)
     return detector.kind
 
 
 def _load_scoring_input(detector: Detector, args: argparse.Namespace, label_column: str | None = None):
+    from vae_anomaly.training.data import holdout_rows, read_table
+
     kind = _tabular(detector)
     table = read_table(args.data, label_column, schema=kind.schema, id_column=getattr(args, "id_column", None))
     if getattr(args, "holdout", None):
@@ -506,6 +570,8 @@ def _load_scoring_input(detector: Detector, args: argparse.Namespace, label_colu
 
 
 def _flat_row(result: dict[str, object]) -> dict[str, object]:
+    import orjson
+
     row = {"id": result["id"]} if "id" in result else {}
     row.update({key: result[key] for key in ("score", "elbo", "reconstruction_error", "p_value", "is_anomaly")})
     row["thresholds_exceeded"] = ";".join(result["thresholds_exceeded"])  # type: ignore[arg-type]
@@ -524,6 +590,10 @@ def scoring_threads(args: argparse.Namespace, detector: Detector) -> int | None:
 
 
 def score_command(args: argparse.Namespace) -> int:
+    from vae_anomaly.model.detector import Detector
+    from vae_anomaly.model.threads import torch_threads
+    from vae_anomaly.training.output import check_out_path
+
     if args.engine != "dask":  # dask writes a Parquet folder
         check_out_path(args.out)
     loaded = Detector.load(args.model_dir, args.device)
@@ -535,6 +605,11 @@ def score_command(args: argparse.Namespace) -> int:
 
 
 def _score_command(args: argparse.Namespace, loaded: Detector) -> int:
+    from vae_anomaly.training.data import DataError
+    from vae_anomaly.training.image_cli import score_images_file
+    from vae_anomaly.training.output import progress_bar, write_results
+    from vae_anomaly.training.sequence_cli import score_sequences_file
+
     if args.id_column is not None and loaded.kind.name != "tabular":
         raise DataError(f"--id-column is for tabular models; {loaded.kind.name} results carry their own position")
     if loaded.kind.name == "image":
@@ -555,6 +630,7 @@ def _score_command(args: argparse.Namespace, loaded: Detector) -> int:
 def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
     """Tables in bounded memory: record batches in one process, or partitions on Dask."""
     from vae_anomaly.training.batch_scoring import score_file_dask, score_file_streaming
+    from vae_anomaly.training.data import DataError
 
     if args.engine == "dask":
         if args.id_column is not None:
@@ -574,6 +650,14 @@ def _score_in_batches(args: argparse.Namespace, detector: Detector) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    from vae_anomaly.model.detector import Detector
+    from vae_anomaly.model.scoring import ScoreBatch
+    from vae_anomaly.training.data import DataError, anomaly_labels
+    from vae_anomaly.training.evaluate import model_metrics, write_report
+    from vae_anomaly.training.image_cli import evaluate_images
+    from vae_anomaly.training.latent_report import write_latent_section
+    from vae_anomaly.training.output import progress_bar
+
     loaded = Detector.load(args.model_dir, args.device)
     if loaded.kind.name == "image":
         return evaluate_images(args, loaded)
@@ -611,12 +695,11 @@ def serve_command(args: argparse.Namespace) -> int:
     return server.serve(args.model_dir, args.host, args.port, args.workers, args.device)
 
 
-DEMO_PORT = 8000
-
-
 def next_free_port(host: str, start: int, attempts: int = 100) -> int:
     """The first port from `start` on that nothing listens on at `host` (so a second demo does not
     clash with a running `make demo`); raises `DataError` when `attempts` ports in a row are taken."""
+    from vae_anomaly.training.data import DataError
+
     for port in range(start, min(start + attempts, 65536)):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             try:
@@ -628,6 +711,11 @@ def next_free_port(host: str, start: int, attempts: int = 100) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    from vae_anomaly.model.detector import Detector
+    from vae_anomaly.training.data import anomaly_labels, read_table
+    from vae_anomaly.training.evaluate import detection_metrics, write_report
+    from vae_anomaly.training.latent_report import write_latent_section
+
     def train(argv: list[str]) -> int:
         return train_command(build_parser().parse_args(["train", *argv]))
 
@@ -637,6 +725,8 @@ def demo_command(args: argparse.Namespace) -> int:
             print(f"port {DEMO_PORT} is in use (another demo or server?): this demo serves on port {args.port}")
 
     if args.kind == "image":
+        from vae_anomaly.training.image_cli import demo_image
+
         return demo_image(args, train, serve_command)
     if args.kind == "sequence":
         from vae_anomaly.training.sequence_demo import demo_sequence
@@ -693,6 +783,12 @@ def demo_command(args: argparse.Namespace) -> int:
     )
 
 
+def encode_command(args: argparse.Namespace) -> int:
+    from vae_anomaly.training.encode_cli import encode_command
+
+    return encode_command(args)
+
+
 COMMANDS = {
     "train": train_command,
     "score": score_command,
@@ -704,7 +800,12 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(only=command_in(argv) or "").parse_args(argv)
+    from vae_anomaly.model.errors import InputError, ModelError
+    from vae_anomaly.training.data import DataError
+    from vae_anomaly.training.trainer import OptionsError
+
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -125,15 +125,3 @@ def encode_command(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def add_encode_parser(commands: Any) -> None:
-    """The `encode` subcommand's arguments (on `training.cli`'s subparsers)."""
-    encode = commands.add_parser("encode", help="write the latent code of every row, image or window of a file")
-    encode.add_argument("model_dir", type=Path)
-    encode.add_argument("data", type=Path, help="a file the model's `score` reads (table, images, sensor stream)")
-    encode.add_argument("--out", type=Path, required=True, help="latent.parquet, latent.npz or latent.csv")
-    encode.add_argument("--label-column", help="tabular: a label column to copy into the output (npz: y is copied)")
-    encode.add_argument("--labels", type=Path, help="images: IDX labels file (default: found beside it)")
-    encode.add_argument("--sep", help="CSV delimiter of a sequence file (default: sniffed)")
-    encode.add_argument("--device", default="auto")

@@ -21,7 +21,8 @@ Dask engine (one partition per row group) give the streaming engine's bits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,27 +57,52 @@ def check_format(path: Path) -> None:
         raise FormatError(f"{path}: reads .parquet (a file or a folder of parts) or .csv, not {Path(path).suffix!r}")
 
 
-def record_batches(path: Path, batch_rows: int, text_columns: Sequence[str] = ()) -> Iterator[Any]:
+@dataclass(frozen=True)
+class Skipped:
+    """A batch that `keep` turned down: only its number of rows."""
+
+    num_rows: int
+
+
+def record_batches(
+    path: Path, batch_rows: int, text_columns: Sequence[str] = (), keep: Callable[[int], bool] | None = None
+) -> Iterator[Any]:
     """`pyarrow.RecordBatch`es of at most `batch_rows` rows, in file order.
 
     `text_columns` (CSV only) are read as text whatever they look like (a categorical feature whose
-    values are digits); empty CSV cells are nulls. Raises `FormatError`, or pyarrow's `OSError` /
+    values are digits); empty CSV cells are nulls. With `keep`, batch i (counted over the whole
+    input) comes as a `Skipped` of its row count unless `keep(i)`: a Parquet row group none of whose
+    batches is kept is not read at all (its rows are counted from the footer), which is how a rank
+    or a loader worker reads only its own shard; CSV has no index of its rows, so every batch is
+    parsed and `keep` only spares the caller's work. Raises `FormatError`, or pyarrow's `OSError` /
     `ArrowInvalid` (a `ValueError`) for an unreadable file."""
     check_format(path)
+    wanted = keep or (lambda index: True)
     if is_parquet(path):
-        yield from _parquet_batches(parquet_files(path), batch_rows)
+        yield from _parquet_batches(parquet_files(path), batch_rows, wanted)
     else:
-        yield from _csv_batches(Path(path), batch_rows, text_columns)
+        for index, batch in enumerate(_csv_batches(Path(path), batch_rows, text_columns)):
+            yield batch if wanted(index) else Skipped(batch.num_rows)
 
 
-def _parquet_batches(files: list[Path], batch_rows: int) -> Iterator[Any]:
+def _parquet_batches(files: list[Path], batch_rows: int, keep: Callable[[int], bool]) -> Iterator[Any]:
     import pyarrow.parquet as pq
 
+    index = 0  # of the next batch over all files
     for file in files:
         reader = pq.ParquetFile(str(file), pre_buffer=False)
         try:
             for group in range(reader.metadata.num_row_groups):
-                yield from reader.iter_batches(batch_size=batch_rows, row_groups=[group])
+                rows = reader.metadata.row_group(group).num_rows
+                sizes = [min(batch_rows, rows - start) for start in range(0, rows, batch_rows)]
+                kept = [keep(index + i) for i in range(len(sizes))]
+                if any(kept):
+                    batches = reader.iter_batches(batch_size=batch_rows, row_groups=[group])
+                    for batch, take in zip(batches, kept, strict=True):
+                        yield batch if take else Skipped(batch.num_rows)
+                else:
+                    yield from (Skipped(size) for size in sizes)
+                index += len(sizes)
         finally:
             reader.close()
 

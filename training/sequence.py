@@ -6,12 +6,15 @@ benchmark calls.
 Calibration and exchangeability: conformal thresholds and p-values assume a new normal window's
 score is exchangeable with the calibration scores. Overlapping windows share rows, so their scores
 are strongly dependent and the finite-sample guarantee no longer holds (the effective number of
-calibration scores is about the number of *disjoint* windows). The calibration windows come from
-the last part of each series, after every training and validation row, and overlap as little as
-the calibration rows allow: `calibration_stride_for` takes the largest stride up to the window that
-still gives enough windows to resolve the active threshold's target rate (stride = window, no
-shared row, when the rows suffice). The guarantee then rests on the stream being stationary, which
-drift (a rig warming up) breaks: documented in docs/BENCHMARKS.md.
+calibration scores is about the number of *disjoint* windows). By default (`calibration:
+cross_fit`, `training.sequence_calibration`) the calibration scores cover every block of the
+training rows, each scored by a model fitted without that block, so they sample the whole training
+span instead of its last fifth; with `held_out` they come from the last part of each series,
+after every training and validation row. Either way the windows overlap as little as the rows
+allow: `calibration_stride_for` takes the largest stride up to the window that still gives
+enough windows to resolve the active threshold's target rate (stride = window, no shared row, when
+the rows suffice). The guarantee then rests on the stream being stationary, which drift (a rig
+warming up) breaks: documented in docs/BENCHMARKS.md (SKAB).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vae_anomaly.model.kinds.sequence.kind import SequenceInputs, SequenceKind, 
 from vae_anomaly.model.kinds.sequence.preprocessing import consecutive_blocks, fit_scaling, slow_sensors
 from vae_anomaly.model.kinds.sequence.windows import segment_bounds
 from vae_anomaly.training.data import DataError
+from vae_anomaly.training.sequence_calibration import Fitter, cross_fit_calibration, fold_blocks
 from vae_anomaly.training.sequence_data import WindowSplit, pair_starts, split_windows, time_split_bounds
 from vae_anomaly.training.trainer import TrainConfig, TrainResult, fit
 
@@ -95,7 +99,19 @@ def fit_sequence_detector(
         relative_sensors=_relative(options, sensors, lambda: _slow_sensors(sensors, values, train_pairs)),
         sensor_dof=_dof(options),
     )
-    return _fit(SequenceKind(kind_config), split, config, version, progress, started)
+    result = _fit(SequenceKind(kind_config), split, config, version, progress, started)
+    if options.calibration == "held_out":
+        return result
+    blocks = np.concatenate(fold_blocks(bounds, options.calibration_folds))
+    stride = options.calibration_stride or calibration_stride_for(blocks, window, target)
+    return cross_fit_calibration(
+        result, values, bounds, config, options.calibration_folds, stride, _fold_fitter(sensors), version
+    )
+
+
+def _fold_fitter(sensors: list[str]) -> Fitter:
+    """What a cross-fitted calibration fits on the rows outside a block: this same training."""
+    return lambda values, config, bounds: fit_sequence_detector(values, sensors, config, bounds, progress=False)
 
 
 def fit_sequence_windows(

@@ -18,9 +18,12 @@ of training rows, plus the capped validation and calibration splits.
    scores, hence its size, stop growing with the data.
 4. Training streams the chunks through an `IterableDataset` split by rank and loader worker
    (`StreamedRows`, a `training.rows.TrainRows`): each epoch every training row is seen once,
-   chunks and the rows within them shuffled per epoch. Under `torchrun` a rank reads every chunk
-   but keeps only its own (chunk i belongs to rank i mod world); every rank runs the same number of
-   steps, the smallest rank's, so an epoch may skip up to a chunk's worth of rows on larger ranks.
+   chunks and the rows within them shuffled per epoch. Under `torchrun` chunk i belongs to rank
+   i mod world, and a rank reads only its own chunks' Parquet row groups (CSV: it parses every
+   chunk and keeps its own); every rank runs the same number of steps, the smallest rank's, so an
+   epoch may skip up to a chunk's worth of rows on larger ranks. The first pass (schema, statistics,
+   held-out rows) reads the whole file on every rank, so that every rank fits the same schema
+   without a collective.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,31 +130,37 @@ def count_rows(path: Path, options: ReadOptions) -> int:
         raise DataError(f"{path}: not readable: {exc}") from exc
 
 
-def read_chunks(path: Path, options: ReadOptions) -> Iterator[tuple[int, Columns]]:
-    """(row number of the chunk's first row in the file, normal feature rows' columns, plus the
-    rows' numbers under the key "__row__") for each record batch of the file."""
+def read_chunks(
+    path: Path, options: ReadOptions, keep: Callable[[int], bool] | None = None
+) -> Iterator[tuple[int, Columns]]:
+    """(chunk number, normal feature rows' columns plus the rows' numbers in the file under the key
+    "__row__") for each record batch of the file, or, with `keep`, for those chunks i with
+    `keep(i)` only: the others are not read where the format allows (Parquet row groups)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        batches = record_batches.record_batches(path, options.chunk_rows, options.text_columns)
+        batches = record_batches.record_batches(path, options.chunk_rows, options.text_columns, keep)
         offset = 0
-        for record_batch in batches:
+        for chunk, record_batch in enumerate(batches):
+            if isinstance(record_batch, record_batches.Skipped):
+                offset += record_batch.num_rows
+                continue
             frame = record_batch.to_pandas()
             rows = np.arange(offset, offset + len(frame), dtype=np.int64)
             offset += len(frame)
             if options.label_column is not None:
                 if options.label_column not in frame.columns:
                     raise DataError(f"{path}: label column {options.label_column!r} not found")
-                keep = normal_mask(frame.pop(options.label_column).to_numpy(), options.normal_value)
-                frame, rows = frame[keep], rows[keep]
+                keep_rows = normal_mask(frame.pop(options.label_column).to_numpy(), options.normal_value)
+                frame, rows = frame[keep_rows], rows[keep_rows]
             for name in options.exclude:
                 if name not in frame.columns:
                     raise DataError(f"{path}: --exclude-columns names {name!r}, which is not a column")
                 frame = frame.drop(columns=name)
             columns = _frame_columns(frame)
             columns["__row__"] = rows
-            yield int(rows[0]) if len(rows) else offset, columns
+            yield chunk, columns
     except record_batches.FormatError as exc:
         raise DataError(f"{path}: streaming reads .parquet or .csv, not {path.suffix!r}") from exc
     except (OSError, ValueError) as exc:
@@ -324,13 +333,12 @@ class ChunkDataset(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        mine = 0
-        for chunk, (_, columns) in enumerate(read_chunks(self.rows.path, self.rows.options)):
-            if chunk % self.world.size != self.world.rank:
-                continue
-            mine += 1
-            if (mine - 1) % workers != worker:
-                continue
+        size, rank = self.world.size, self.world.rank
+
+        def mine(chunk: int) -> bool:  # this rank's chunks, then this worker's share of them
+            return chunk % size == rank and (chunk // size) % workers == worker
+
+        for chunk, columns in read_chunks(self.rows.path, self.rows.options, keep=mine):
             batch = self.rows.encode(columns)
             seed = (self.rows.options.seed * 1_000_003 + self.epoch) * 1_000_003 + chunk
             order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(seed))

@@ -203,6 +203,12 @@ class DataKind(Protocol):
         envelopes say it all."""
         ...
 
+    def example_body(self, n: int) -> dict[str, Any]:
+        """A `/score` body of `n` inputs that this very model accepts (typical values, its
+        geometry, its condition): the example the OpenAPI document gives, which `/docs` puts in
+        its editors, so "Try it out" works as shown."""
+        ...
+
     # -- rendering -----------------------------------------------------------------------------------
 
     def results(self, scored: ScoreBatch, explain: int) -> list[dict[str, object]]:

@@ -66,6 +66,18 @@ def test_score_returns_a_result_per_row_closing_a_window_and_matches_the_reloade
         (body(stream(WINDOW - 1)), ["body", "series", "data"], "at least 8"),
         (body(stream(10), timestamps=[0, 1, 2, 3, 5, 4, 6, 7, 8, 9]), ["body", "timestamps", 5], "oldest first"),
         ({"series": {"columns": ["pressure", "speed"], "data": [[0, 0]] * 10}}, ["body", "series", "columns"], "speed"),
+        ({"series": {"columns": ["pressure"], "data": [[0]] * 10}}, ["body", "series", "columns"], "'flow' is missing"),
+        (
+            {"series": {"columns": ["pressure", "flow", "flow"], "data": [[0, 0, 0]] * 10}},
+            ["body", "series", "columns"],
+            "appears twice",
+        ),
+        (
+            {"series": {"columns": SENSORS, "data": [[0, 0]] * 5 + [[0]] + [[0, 0]] * 4}},
+            ["body", "series", "data", 5],
+            "1 values for 2 columns",
+        ),
+        (body(stream(10), timestamps=list(range(9))), ["body", "timestamps"], "9 timestamps for 10 rows"),
     ],
 )
 def test_bad_series_get_a_422_naming_the_field(client, payload, loc, fragment):
@@ -102,6 +114,30 @@ def test_metrics_count_scored_rows_not_requests(client):
         assert exceeded >= 5
         assert value(metrics, "vae_anomaly_anomalies_total", threshold=name) == exceeded
     assert value(metrics, "vae_anomaly_requests_total", endpoint="/score", status="200") == 1
+
+
+def test_a_server_reloads_into_the_sequence_model_and_scores_series(tiny_model_dir, sequence_model_dir):
+    """Serve a tabular model, `POST /admin/reload` the sequence artifact: /score then takes series
+    and answers what the artifact loaded from disk answers; a records body is refused by name."""
+    from tests.conftest import API_TOKEN
+
+    settings = Settings(model_dir=tiny_model_dir, device="cpu", api_token=API_TOKEN, max_batch=50, max_samples=10)
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    rows = stream(12, seed=5)
+    with TestClient(create_app(settings)) as test_client:
+        assert test_client.post("/score", json=body(rows)).status_code == 422  # the tabular model takes records
+        reload = test_client.post("/admin/reload", json={"model_dir": str(sequence_model_dir)}, headers=auth)
+        assert reload.status_code == 200, reload.text
+        assert reload.json()["schema_changed"] is True
+        response = test_client.post("/score", json=body(rows))
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        refused = test_client.post("/score", json={"records": [{"pressure": 0.0, "flow": 1.0}]})
+    detector = load_detector(sequence_model_dir, "cpu")
+    direct = detector.score_results(detector.kind.inputs_from_rows(rows))
+    assert [r["row"] for r in results] == list(range(WINDOW - 1, 12))
+    assert [r["score"] for r in results] == pytest.approx([r["score"] for r in direct])
+    assert refused.status_code == 422 and "series" in refused.text
 
 
 def test_the_v2_routes_answer_that_they_map_tables_only(client):

@@ -7,6 +7,8 @@ import argparse
 import contextlib
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -382,6 +384,7 @@ def test_demo_moves_to_the_next_free_port_and_prints_it(tmp_path: Path, monkeypa
     import socket
 
     import vae_anomaly.training.cli
+    import vae_anomaly.training.image_cli
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -391,7 +394,7 @@ def test_demo_moves_to_the_next_free_port_and_prints_it(tmp_path: Path, monkeypa
         monkeypatch.setattr(vae_anomaly.training.cli, "DEMO_PORT", port)
         served: list[int] = []  # the image demo itself (training, curls, serving) reads args.port
         monkeypatch.setattr(
-            vae_anomaly.training.cli, "demo_image", lambda args, train, serve: served.append(args.port) or 0
+            vae_anomaly.training.image_cli, "demo_image", lambda args, train, serve: served.append(args.port) or 0
         )
         assert main(["demo", "--kind", "image", "--dir", str(tmp_path), "--no-serve"]) == 0
         assert main(["demo", "--kind", "image", "--dir", str(tmp_path), "--no-serve", "--port", str(port)]) == 0
@@ -442,6 +445,45 @@ def test_version_and_every_option_has_help_with_its_default(capsys):
     train_help = commands.choices["train"].format_help()
     assert "(default: 0)" in " ".join(train_help.split("--seed SEED")[-1].split()[:16])  # in the options list
     assert "(default: 0.003)" in train_help
+    for name, subparser in commands.choices.items():
+        formatter = subparser._get_formatter()
+        for action in subparser._actions:
+            if not action.option_strings or action.default in (None, False, [], argparse.SUPPRESS):
+                continue
+            shown = formatter._get_help_string(action) % {**vars(action), "default": action.default}
+            assert "default" in shown, f"{name} {action.option_strings}: its default {action.default!r} is not shown"
+
+
+HELP_PROBE = """
+import contextlib, io, sys
+from vae_anomaly.training.cli import main
+for argv in ([], ["--help"], ["--version"], *([c, "--help"] for c in ("score", "evaluate", "encode", "serve", "demo"))):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit:
+            pass
+heavy = ("torch", "numpy", "pandas", "sklearn", "matplotlib", "vae_anomaly.model.detector")
+print(sorted(name for name in heavy if name in sys.modules))
+"""
+
+
+def test_help_and_version_load_no_training_stack(tmp_path: Path):
+    """`vae-anomaly --help`, `--version` and `<command> --help` (train aside: its defaults are
+    TrainConfig's) import neither torch nor numpy nor pandas (they took ~5 s)."""
+    done = subprocess.run([sys.executable, "-c", HELP_PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_parser_for_one_command_builds_only_its_options():
+    from vae_anomaly.training.cli import build_parser
+
+    commands = next(a for a in build_parser(only="score")._actions if isinstance(a, argparse._SubParsersAction))
+    assert {a.dest for a in commands.choices["score"]._actions} >= {"model_dir", "data", "explain", "id_column"}
+    assert [a.dest for a in commands.choices["train"]._actions] == ["help"]
+    args = build_parser(only="score").parse_args(["score", "m", "d.csv", "--explain", "5"])
+    assert (args.command, args.explain, args.device) == ("score", 5, "auto")
 
 
 def test_train_and_evaluate_holdout_split_the_file_without_overlap(labelled_csv: Path, tmp_path: Path):
@@ -460,3 +502,40 @@ def test_train_and_evaluate_holdout_split_the_file_without_overlap(labelled_csv:
     assert metrics["anomalies"] == int(frame["label"][n_train_part:].sum())
     with pytest.raises(SystemExit):  # a usage error
         _run(["evaluate", tmp_path / "m", labelled_csv, "--label-column", "label", "--holdout", "1.5"])
+
+
+def test_train_warns_about_label_and_id_columns_and_drop_columns_removes_them(
+    labelled_csv: Path, tmp_path: Path, caplog
+):
+    """Issue 14 item 5: trained without --label-column, `label` became a feature silently."""
+    frame = pd.read_csv(labelled_csv)
+    frame.insert(0, "record_id", np.arange(len(frame)))
+    data = tmp_path / "with_ids.csv"
+    frame.to_csv(data, index=False)
+    with caplog.at_level("WARNING", logger="vae_anomaly"):
+        code, _, err = _run(["train", data, "--out", tmp_path / "m1", *TRAIN, "--epochs", "1"])
+    assert code == 0, err
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "column 'label' looks like a label or an id (named like a label)" in warned
+    assert "column 'record_id' looks like a label or an id (named like an id)" in warned
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vae_anomaly"):
+        argv = [
+            "train",
+            data,
+            "--out",
+            tmp_path / "m2",
+            *TRAIN,
+            "--epochs",
+            "1",
+            "--drop-columns",
+            "record_id",
+            "label",
+        ]
+        code, _, err = _run(argv)
+    assert code == 0, err
+    assert not [r for r in caplog.records if "looks like a label" in r.getMessage()]
+    assert {f.name for f in Detector.load(tmp_path / "m2", "cpu").kind.schema.features} == set(frame) - {
+        "record_id",
+        "label",
+    }

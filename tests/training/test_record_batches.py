@@ -103,3 +103,28 @@ def test_other_formats_are_refused(tmp_path: Path):
 
     with pytest.raises(FormatError, match=r"reads \.parquet .* or \.csv, not '\.json'"):
         list(record_batches(tmp_path / "rows.json", 10))
+
+
+def test_a_rank_reads_only_its_own_row_groups(tmp_path: Path, monkeypatch):
+    """`keep` (a rank's or a loader worker's share of the chunks): row groups none of whose chunks
+    is kept are not read, and the kept chunks keep their numbers and their rows' numbers."""
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pandas(_frame(600, 2), preserve_index=False), path, row_group_size=100)
+    groups_read: list[list[int]] = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def counted(self, *args, row_groups=None, **kwargs):
+        groups_read.append(list(row_groups))
+        return iter_batches(self, *args, row_groups=row_groups, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counted)
+    options = ReadOptions(chunk_rows=100)
+    ranks = [list(read_chunks(path, options, keep=lambda chunk, r=r: chunk % 2 == r)) for r in (0, 1)]
+    assert groups_read == [[0], [2], [4], [1], [3], [5]]
+    assert [chunk for chunk, _ in ranks[0]] == [0, 2, 4] and [chunk for chunk, _ in ranks[1]] == [1, 3, 5]
+    assert ranks[1][0][1]["__row__"].tolist() == list(range(100, 200))
+    every = sorted(row for rank in ranks for _, columns in rank for row in columns["__row__"].tolist())
+    assert every == list(range(600))
+    whole = {chunk: columns for chunk, columns in read_chunks(path, options)}
+    for chunk, columns in ranks[0] + ranks[1]:
+        assert np.array_equal(columns["a"], whole[chunk]["a"])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from vae_anomaly.training.cli import main
 
@@ -82,18 +83,20 @@ def test_train_and_score_ready_made_windows_from_npz(tmp_path: Path):
     assert main(["score", str(model), str(test), "--device", "cpu"]) == 2
 
 
-def test_level_and_sensor_likelihood_flags_reach_the_manifest(tmp_path: Path):
+def test_level_likelihood_and_calibration_flags_reach_the_manifest(tmp_path: Path):
     data = tmp_path / "stream.csv"
     write_stream(data)
     model = tmp_path / "model"
     argv = ["train", str(data), "--out", str(model), "--time-column", "time", "--window", "8", "--epochs", "1"]
-    flags = ["--level", "relative", "--sensor-likelihood", "gaussian", "--quiet", "--device", "cpu"]
-    assert main([*argv, *flags]) == 0
+    flags = ["--level", "relative", "--sensor-likelihood", "gaussian", "--calibration", "held_out"]
+    assert main([*argv, *flags, "--quiet", "--device", "cpu"]) == 0
     kind_config = json.loads((model / "manifest.json").read_text())["kind_config"]
     assert kind_config["relative_sensors"] == ["pressure", "flow"] and kind_config["sensor_dof"] is None
+    assert kind_config["calibration"] == "held_out"
     assert main([*argv, "--quiet", "--device", "cpu"]) == 0  # defaults: auto (nothing drifts here), Student-t
     kind_config = json.loads((model / "manifest.json").read_text())["kind_config"]
     assert kind_config["relative_sensors"] == [] and kind_config["sensor_dof"] == 4
+    assert kind_config["calibration"] == "cross_fit" and kind_config["calibration_folds"] == 5
 
 
 def test_family_ae_trains_and_scores_a_stream_and_cvae_is_refused(tmp_path: Path, capsys):
@@ -126,3 +129,37 @@ def test_evaluate_refuses_a_sequence_model_with_a_message(tmp_path: Path, capsys
     capsys.readouterr()
     assert main(["evaluate", str(model), str(data), "--label-column", "flow", "--device", "cpu"]) == 2
     assert "evaluate takes tabular and image models" in capsys.readouterr().err
+
+
+def test_series_column_windows_stay_in_their_series_and_each_series_starts_unscored(tmp_path: Path):
+    """Two machines interleaved in one file: each machine's first window - 1 rows get null, every
+    other row is the score of a window of its own machine alone (the same as scoring that machine's
+    rows by themselves)."""
+    a, b = write_stream(tmp_path / "a.csv", n=200, seed=1), write_stream(tmp_path / "b.csv", n=200, seed=2)
+    a["machine"], b["machine"] = "a", "b"
+    b["flow"] += 5.0  # machine b runs at another level: a window mixing the two would score far off
+    both = pd.concat([a, b]).sort_values("time", kind="stable").reset_index(drop=True)
+    data = tmp_path / "both.csv"
+    both.to_csv(data, index=False)
+    model = tmp_path / "model"
+    argv = ["train", str(data), "--out", str(model), "--time-column", "time", "--series-column", "machine"]
+    assert (
+        main([*argv, "--window", "8", "--epochs", "2", "--calibration", "held_out", "--quiet", "--device", "cpu"]) == 0
+    )
+    test = both.iloc[:60]  # 30 rows of each machine, interleaved
+    test_path = tmp_path / "test.csv"
+    test.to_csv(test_path, index=False)
+    out = tmp_path / "scores.jsonl"
+    assert main(["score", str(model), str(test_path), "--out", str(out), "--device", "cpu"]) == 0
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(results) == 60
+    for machine in ("a", "b"):
+        rows = np.flatnonzero(test["machine"].to_numpy() == machine)
+        scores = [results[i]["score"] for i in rows]
+        assert all(s is None for s in scores[:7]) and all(s is not None for s in scores[7:])
+        alone = tmp_path / f"{machine}_alone.csv"
+        test.iloc[rows].to_csv(alone, index=False)
+        out_alone = tmp_path / f"{machine}.jsonl"
+        assert main(["score", str(model), str(alone), "--out", str(out_alone), "--device", "cpu"]) == 0
+        own = [json.loads(line)["score"] for line in out_alone.read_text().splitlines()]
+        assert scores[7:] == pytest.approx(own[7:])

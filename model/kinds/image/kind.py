@@ -228,6 +228,20 @@ class ImageKind:
         """The envelopes as they are: an image's geometry is checked after decoding."""
         return envelope_schema(self.request_models)
 
+    def example_body(self, n: int) -> dict[str, Any]:
+        """`n` black images of the model's size as `arrays` (H×W, or C×H×W in colour), with the
+        condition's first label for a conditional model."""
+        spec = self.spec
+        row = [0] * spec.width
+        image: list[Any] = [list(row) for _ in range(spec.height)]
+        if spec.channels > 1:
+            image = [[list(r) for r in image] for _ in range(spec.channels)]
+        body: dict[str, Any] = {"arrays": [image for _ in range(n)]}
+        if self.condition is not None:
+            label = next(iter(self.condition.example().values()))
+            body["labels"] = [label] * n
+        return body
+
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
             "image": self.spec.model_dump(mode="json"),

@@ -55,6 +55,12 @@ class SequenceKindConfig(BaseModel):
     sensor_dof: int | None = Field(
         default=None, ge=1, description="Student-t degrees of freedom of every sensor; None: Gaussian"
     )
+    calibration: Literal["held_out", "cross_fit"] = Field(
+        default="held_out",
+        description="where the calibration scores came from: the last rows of each series (held_out) or "
+        "every block of the training rows scored by a model fitted without it (cross_fit)",
+    )
+    calibration_folds: int | None = Field(default=None, ge=2, description="blocks of a cross_fit calibration")
 
 
 class SequenceOptions(BaseModel):
@@ -80,6 +86,12 @@ class SequenceOptions(BaseModel):
         description="sensor levels: absolute; relative to each window's mean for every sensor; or auto, "
         "relative for the slow sensors whose level drifts between training windows",
     )
+    calibration: Literal["held_out", "cross_fit"] = Field(
+        default="cross_fit",
+        description="calibration scores: the last rows of each series scored by the model (held_out), or every "
+        "block of the training rows scored by a model fitted without it (cross_fit: `calibration_folds` more fits)",
+    )
+    calibration_folds: int = Field(default=5, ge=2, le=20, description="blocks of the cross_fit calibration")
 
 
 @dataclass
@@ -253,6 +265,11 @@ class SequenceKind:
     def request_schema(self) -> dict[str, Any]:
         """The series envelope as it is (its column names are the sensors of `GET /model`)."""
         return envelope_schema(self.request_models)
+
+    def example_body(self, n: int) -> dict[str, Any]:
+        """A series of `window + n - 1` rows of zeros (n windows) under the model's sensors."""
+        rows = [[0.0] * len(self.sensors) for _ in range(self.window + n - 1)]
+        return {"series": {"columns": list(self.sensors), "data": rows}}
 
     def describe(self) -> dict[str, object]:
         return {"sensors": list(self.sensors), "window": self.window, "network": self.network.model_dump(mode="json")}

@@ -91,6 +91,19 @@ def tabular_network_config(codec: TabularCodec, options: TabularOptions) -> Tabu
     )
 
 
+def _feature_blocks(codec: TabularCodec) -> list[tuple[str, int]]:
+    """Per schema position: its type block and its index there (the decoder's output is by block)."""
+    blocks: list[tuple[str, int]] = [("", 0)] * len(codec.schema.features)
+    for block, positions in (
+        ("numeric", codec.numeric_positions),
+        ("categorical", codec.categorical_positions),
+        ("boolean", codec.boolean_positions),
+    ):
+        for index, position in enumerate(positions):
+            blocks[position] = (block, index)
+    return blocks
+
+
 class TabularKind:
     """Records with a schema; see the module docstring."""
 
@@ -112,6 +125,7 @@ class TabularKind:
         self.codec = TabularCodec(self.schema, config.preprocessing)
         self.condition = config.condition
         self.owners = torch.from_numpy(self.codec.input_feature_index())
+        self.blocks = _feature_blocks(self.codec)
 
     def default_latent_dim(self) -> int:
         return int(min(16, max(2, math.ceil(len(self.schema.features) / 2))))
@@ -213,15 +227,37 @@ class TabularKind:
         if self.condition is not None:
             for variable in self.condition.variables:
                 properties[variable.name] = {"description": f"condition column, one of {variable.known()}"}
+        example = self.example_body(1)["records"][0]  # the generic examples name the demo's features
         records = ScoreRequest.model_json_schema()
         records["properties"]["records"]["items"] = {
             "type": "object",
             "properties": properties,
             "required": list(properties),
         }
+        records["properties"]["records"]["examples"] = [[example]]
         columnar = ColumnarScoreRequest.model_json_schema()
         columnar["properties"]["columns"]["items"] = {"type": "string", "enum": list(properties)}
+        columnar["properties"]["columns"]["examples"] = [list(example)]
+        columnar["properties"]["data"]["examples"] = [[list(example.values())]]
         return {"oneOf": [records, columnar]}
+
+    def example_body(self, n: int) -> dict[str, Any]:
+        """`n` copies of a typical record: each numeric feature at its training centre (3
+        significant digits; whole for integer features), a category's first value, false; the
+        condition's first values."""
+        record: dict[str, Any] = {}
+        for feature in self.schema.features:
+            if feature.type == "numeric":
+                stats = self.codec.preprocessing.numeric.get(feature.name)
+                center = stats.center if stats is not None else 0.0
+                record[feature.name] = round(center) if feature.integer else float(f"{center:.3g}")
+            elif feature.type == "categorical":
+                record[feature.name] = feature.categories[0] if feature.categories else "a"
+            else:
+                record[feature.name] = False
+        if self.condition is not None:
+            record.update(self.condition.example())
+        return {"records": [dict(record) for _ in range(n)]}
 
     def describe(self) -> dict[str, object]:
         described: dict[str, object] = {
@@ -349,26 +385,29 @@ def score_results(kind: TabularKind, scored: ScoreBatch, explain: int) -> list[d
     if k > 0 and n:
         if scored.rescore is not None:
             masked = explain_masked(kind.codec, kind.owners, kind.batch(scored.inputs), missing, scored.rescore)
-            contributions, expected = masked.contributions, kind.decoded_columns(masked.expected)
+            contributions, decoded = masked.contributions, masked.expected
         else:
-            contributions, expected = terms.contributions, kind.expected_columns(terms)
-        values = {name: scored.inputs[name].tolist() for name in names}
+            contributions, decoded = terms.contributions, terms.expected
         # Missing features contribute nothing, so they sink below every observed one in the ranking.
         ranked = np.argsort(-np.where(missing, -np.inf, contributions), axis=1, kind="stable")[:, :k]
-        top_feature = ranked.ravel().tolist()  # (B * k,), record i's top features at [i * k, (i + 1) * k)
+        rows = np.repeat(np.arange(n), k)  # record i's top features at [i * k, (i + 1) * k)
+        features = ranked.ravel()
+        # Values and expectations of the k shown cells only, not of every feature of every record.
+        values = _cell_values(kind, scored.inputs, rows, features)
+        expected = _expected_cells(kind, decoded, rows, features)
+        top_feature = features.tolist()
         top_missing = np.take_along_axis(missing, ranked, axis=1).ravel().tolist()
         top_contribution = np.take_along_axis(contributions, ranked, axis=1).ravel().tolist()
         for i in range(n):
             for m in range(i * k, (i + 1) * k):
                 if top_missing[m]:
                     break
-                name = names[top_feature[m]]
                 top[i].append(
                     {
-                        "feature": name,
+                        "feature": names[top_feature[m]],
                         "contribution": top_contribution[m],
-                        "value": _json_value(kind, name, values[name][i]),
-                        "expected": expected[name][i],
+                        "value": values[m],
+                        "expected": expected[m],
                     }
                 )
     missing_names = {int(i): [names[j] for j in np.flatnonzero(missing[i])] for i in np.flatnonzero(missing.any(1))}
@@ -377,6 +416,48 @@ def score_results(kind: TabularKind, scored: ScoreBatch, explain: int) -> list[d
         result["missing"] = missing_names.get(i, [])
         result["top_features"] = top[i]
     return shared
+
+
+def _groups(features: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(feature, positions in `features` that name it) for each feature named."""
+    order = np.argsort(features, kind="stable")
+    names, starts = np.unique(features[order], return_index=True)
+    return list(zip(names.tolist(), np.split(order, starts[1:]), strict=True))
+
+
+def _cell_values(kind: TabularKind, columns: Columns, rows: np.ndarray, features: np.ndarray) -> list[object]:
+    """`_json_value` of cell (rows[m], features[m]) of the checked columns, for each m: one gather
+    per feature named instead of every column as a Python list."""
+    out: list[object] = [None] * len(rows)
+    for j, positions in _groups(features):
+        name = kind.schema.names[j]
+        for m, value in zip(positions.tolist(), columns[name][rows[positions]].tolist(), strict=True):
+            out[m] = _json_value(kind, name, value)
+    return out
+
+
+def _expected_cells(kind: TabularKind, decoded: DecoderOutput, rows: np.ndarray, features: np.ndarray) -> list[object]:
+    """`decoded_columns(decoded)[name][row]` for cell (rows[m], features[m]), for each m, decoding
+    the rows of those cells only (through the codec's own `to_original`) and converting only the
+    cells shown."""
+    decoded = decoded.cpu()
+    numeric_std = decoded.numeric_mean.double().numpy()
+    out: list[object] = [None] * len(rows)
+    for j, positions in _groups(features):
+        feature = kind.schema.features[j]
+        r = rows[positions]
+        block, index = kind.blocks[j]
+        if block == "numeric":
+            values = kind.codec.to_original(numeric_std[r])[:, index]
+            cells: list[object] = [int(v) for v in values] if feature.integer else values.tolist()
+        elif block == "categorical":
+            categories = feature.categories or []
+            cells = [categories[c] for c in decoded.category_logits[index][r].argmax(-1).tolist()]
+        else:
+            cells = (decoded.boolean_logits[r, index] > 0).tolist()
+        for m, cell in zip(positions.tolist(), cells, strict=True):
+            out[m] = cell
+    return out
 
 
 def _json_value(kind: TabularKind, name: str, value: object) -> object:

@@ -174,13 +174,17 @@ def _check_cell(feature: FeatureSpec, value: object, loc: tuple[str | int, ...],
 
 
 def _empty_columns(schema: Schema, n: int) -> Columns:
-    columns: Columns = {}
-    for feature in schema.features:
-        if feature.type == "categorical":
-            columns[feature.name] = np.full(n, None, dtype=object)
-        else:
-            columns[feature.name] = np.full(n, np.nan, dtype=np.float64)
-    return columns
+    """One all-missing column per feature (NaN, or None for categories), schema order.
+
+    The float columns are the rows of one block rather than one array each: a single-record request
+    spent about 60% of its cell checks allocating 21 one-element arrays (issue 15). Each row is a
+    contiguous array of its own; no two columns share an element."""
+    block = np.empty((len(schema.features), n), dtype=np.float64)
+    block.fill(np.nan)
+    return {
+        feature.name: np.full(n, None, dtype=object) if feature.type == "categorical" else row
+        for feature, row in zip(schema.features, block, strict=True)
+    }
 
 
 def records_to_columns(schema: Schema, records: Sequence[object], loc_prefix: str = "records") -> Columns:
