@@ -2,8 +2,9 @@
 
 Each command line runs `--runs` times as a fresh process (the installed console script beside this
 interpreter); the median and the range of the wall times are printed, one JSON line per command.
-The `--help` of every command but `train` imports no torch (tests/training/test_cli.py checks the
-modules); `train --help` reads TrainConfig's defaults and so imports the training stack.
+No `--help` imports torch, numpy or pandas, `train`'s included (tests/training/test_cli.py checks
+the modules): `train` reads its defaults from the torch-free `training.config` and its `--family`
+choices from the family registry's names, which load no family module.
 
     python -m bench.cli_startup --runs 5
 """

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from vae_anomaly.model.defaults import ScoreMethod as ScoreMethod  # re-exported (torch-free home)
 from vae_anomaly.model.thresholds import ThresholdSet
-
-ScoreMethod = Literal["elbo", "iwae", "reconstruction", "joint"]
 
 
 class ScoringConfig(BaseModel):

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-THRESHOLD_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+from vae_anomaly.model.defaults import DEFAULT_TARGETS as DEFAULT_TARGETS  # re-exported (torch-free home)
 
-DEFAULT_TARGETS = {"warn": 0.01, "critical": 0.001}
+THRESHOLD_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
 
 
 class Threshold(BaseModel):

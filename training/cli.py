@@ -6,7 +6,7 @@
 Importing this module imports no torch, numpy or pandas: the commands import what they use when
 they run, and `main` builds only the options of the subcommand it was given, so `vae-anomaly
 --help`, `--version` and `<command> --help` answer at once (`train`'s options read their defaults
-from `TrainConfig` and the family registry, so `train --help` still imports the training stack).
+from `training.config` and the family registry's names, which load no torch either).
 tests/training/test_cli.py checks which modules `--help` loads; bench/cli_startup.py times it.
 """
 
@@ -102,6 +102,18 @@ def _positive_int_arg(text: str) -> int:
     return value
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'28x28' or '64X48' (height x width) → (height, width)."""
+    height, sep, width = text.lower().partition("x")
+    try:
+        size = (int(height), int(width))
+    except ValueError:
+        size = (0, 0)
+    if not sep or min(size) < 1 or max(size) > 4096:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 28x28, got {text!r}")
+    return size
+
+
 def _fraction_arg(text: str) -> float:
     try:
         value = float(text)
@@ -114,8 +126,7 @@ def _fraction_arg(text: str) -> float:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with `only`, just that subcommand's options (the others keep their
-    name and summary; `only=""`: none), which is what `main` parses with: the options of `train`
-    import torch, the others nothing heavy."""
+    name and summary; `only=""`: none), which is what `main` parses with."""
     parser = argparse.ArgumentParser(
         prog="vae-anomaly", description="VAE anomaly detection: train, score, serve.", formatter_class=HelpFormatter
     )
@@ -139,15 +150,13 @@ def command_in(argv: list[str]) -> str | None:
 
 
 def _train_arguments(train: argparse.ArgumentParser) -> None:
-    """`train`'s options. Defaults come from `TrainConfig`, the image defaults and the family
-    registry, which import torch: this is the one subcommand whose `--help` loads it."""
+    """`train`'s options. Defaults and choices come from `TrainConfig`'s fields, the image defaults,
+    `model.defaults` and the family registry's names, none of which imports torch or numpy."""
+    from vae_anomaly.model.defaults import DEFAULT_TARGETS, SCORE_METHODS
     from vae_anomaly.model.families import FAMILIES
-    from vae_anomaly.model.thresholds import DEFAULT_TARGETS
-    from vae_anomaly.training.image_cli import parse_size
-    from vae_anomaly.training.image_trainer import IMAGE_DEFAULTS
-    from vae_anomaly.training.trainer import TrainConfig
+    from vae_anomaly.training.config import IMAGE_DEFAULTS, TrainConfig
 
-    defaults = TrainConfig()
+    defaults = {name: field.default for name, field in TrainConfig.model_fields.items()}  # no validation: no torch
     train.add_argument(
         "data",
         type=Path,
@@ -213,7 +222,7 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--id-column", help="a row id column: never a feature (give it to `score --id-column` too)")
     train.add_argument("--schema", type=Path, help="schema.json overriding inferred feature types")
     train.add_argument(
-        "--epochs", type=int, default=None, help=f"default {defaults.epochs} (images: {IMAGE_DEFAULTS['epochs']})"
+        "--epochs", type=int, default=None, help=f"default {defaults['epochs']} (images: {IMAGE_DEFAULTS['epochs']})"
     )
     train.add_argument("--batch-size", type=int, default=None, help="default: about 16 steps per epoch, 32..512")
     train.add_argument("--latent-dim", type=int, default=None, help="default: from the number of features")
@@ -224,7 +233,7 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--kl-warmup-epochs", type=int, default=None, help="VAE families: default 10")
     train.add_argument(
         "--score-method",
-        choices=("elbo", "iwae", "reconstruction", "joint"),
+        choices=SCORE_METHODS,
         default=None,
         help="the score behind thresholds (default: the family's; see README, Families)",
     )
@@ -262,16 +271,17 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
         "--patience",
         type=int,
         default=None,
-        help=f"early-stopping patience in epochs, default {defaults.patience} (images: {IMAGE_DEFAULTS['patience']})",
+        help=f"early-stopping patience in epochs, default {defaults['patience']} "
+        f"(images: {IMAGE_DEFAULTS['patience']})",
     )
-    train.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    train.add_argument("--learning-rate", type=float, default=defaults["learning_rate"])
     train.add_argument(
         "--feature-dropout",
         type=float,
         default=None,
         help="VAE families: share of inputs hidden from the encoder (default 0: none)",
     )
-    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--seed", type=int, default=defaults["seed"])
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument(
         "--threads",

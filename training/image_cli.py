@@ -30,18 +30,6 @@ from vae_anomaly.training.trainer import TrainConfig, training_report
 DEMO_NORMAL_DIGIT = 0
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'28x28' or '64X48' (height x width) → (height, width)."""
-    height, sep, width = text.lower().partition("x")
-    try:
-        size = (int(height), int(width))
-    except ValueError:
-        size = (0, 0)
-    if not sep or min(size) < 1 or max(size) > 4096:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 28x28, got {text!r}")
-    return size
-
-
 def _image_kind(detector: Detector) -> ImageKind:
     assert isinstance(detector.kind, ImageKind), "an image model"
     return detector.kind

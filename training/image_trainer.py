@@ -13,6 +13,7 @@ from vae_anomaly.model.conditions import ConditionSpec
 from vae_anomaly.model.kinds.image.backbone import image_network_config
 from vae_anomaly.model.kinds.image.images import ImageBatch, ImageSpec
 from vae_anomaly.model.kinds.image.kind import ImageKind, ImageOptions
+from vae_anomaly.training.config import IMAGE_DEFAULTS as IMAGE_DEFAULTS  # re-exported (torch-free home)
 from vae_anomaly.training.data import split_rows
 from vae_anomaly.training.trainer import TrainConfig, TrainResult, fit
 
@@ -62,15 +63,6 @@ def fit_image_detector(
     batches = (batch(split.train), batch(split.validation), batch(split.calibration))
     chunk_size = max(1, DECODER_PASSES_PER_CHUNK // config.score_samples)
     return fit(kind, split, batches, config, version, progress, started, EVAL_CHUNK, chunk_size)
-
-
-IMAGE_DEFAULTS = {"epochs": 100, "patience": 20, "score_samples": 8}
-"""Where image training departs from the tabular defaults of `TrainConfig`, and why:
-- epochs 100 / patience 20: the validation ELBO of a conv VAE on a few hundred images peaks within
-  a few dozen epochs (MNIST digits: best epochs 25-30 at lr 3e-3), and an image epoch costs far more
-  than a tabular one;
-- 8 posterior draws for the score instead of 32: every draw is a full decoder pass per image, and
-  with antithetic pairs the ELBO of an image moves by well under its spread across images."""
 
 
 def image_train_config(**fields: object) -> TrainConfig:

@@ -28,6 +28,7 @@ SHARED = [
     "model/kinds/base.py",
     "model/families/base.py",
     "training/trainer.py",
+    "training/config.py",
     "training/rows.py",
     "training/latent_report.py",
     "training/evaluate.py",

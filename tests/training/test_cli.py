@@ -457,7 +457,8 @@ def test_version_and_every_option_has_help_with_its_default(capsys):
 HELP_PROBE = """
 import contextlib, io, sys
 from vae_anomaly.training.cli import main
-for argv in ([], ["--help"], ["--version"], *([c, "--help"] for c in ("score", "evaluate", "encode", "serve", "demo"))):
+commands = ("train", "score", "evaluate", "encode", "serve", "demo")
+for argv in ([], ["--help"], ["--version"], *([c, "--help"] for c in commands)):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
             main(argv)
@@ -469,8 +470,9 @@ print(sorted(name for name in heavy if name in sys.modules))
 
 
 def test_help_and_version_load_no_training_stack(tmp_path: Path):
-    """`vae-anomaly --help`, `--version` and `<command> --help` (train aside: its defaults are
-    TrainConfig's) import neither torch nor numpy nor pandas (they took ~5 s)."""
+    """`vae-anomaly --help`, `--version` and every `<command> --help`, `train`'s too (its defaults
+    are TrainConfig's, its choices the family registry's), import neither torch nor numpy nor pandas
+    (they took 5-10 s)."""
     done = subprocess.run([sys.executable, "-c", HELP_PROBE], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
