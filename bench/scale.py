@@ -93,6 +93,30 @@ def environment() -> dict[str, object]:
     }
 
 
+def report(results: Path) -> str:
+    """The results file as the markdown table of docs/BENCHMARKS.md: per size, each step's peak RSS
+    and rows/s, and each step's peak RSS as a multiple of the smallest size's."""
+    lines = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    steps = {(line["rows"], line["step"]): line for line in lines if "step" in line}
+    sizes = sorted({rows for rows, _ in steps})
+    first = {step: next((steps[(r, step)] for r in sizes if (r, step) in steps), None) for step in ("train", "score")}
+    table = [
+        "| rows | `train --stream --epochs 1` peak RSS | train rows/s | `score` peak RSS | score rows/s |",
+        "|---|---|---|---|---|",
+    ]
+    for rows in sizes:
+        cells = [f"{rows:,}".replace(",", " ")]
+        for step in ("train", "score"):
+            line, base = steps.get((rows, step)), first[step]
+            if line is None or base is None:
+                cells += ["not measured", ""]
+                continue
+            ratio = line["peak_rss_mb"] / base["peak_rss_mb"]
+            cells += [f"{line['peak_rss_mb']} MB (×{ratio:.2f})", f"{line['rows_per_second']:,}".replace(",", " ")]
+        table.append("| " + " | ".join(cells) + " |")
+    return "\n".join(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 4_000_000])
@@ -100,7 +124,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--results", type=Path, help="JSON lines, one per step, appended as each ends (resumes)")
     parser.add_argument("--steps", nargs="+", choices=["train", "score"], default=["train", "score"])
+    parser.add_argument("--report", action="store_true", help="print the results file as a markdown table, run nothing")
     args = parser.parse_args()
+    if args.report:
+        print(report(args.results or args.work / "results.jsonl"))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     results = args.results or args.work / "results.jsonl"
     done = done_steps(results)

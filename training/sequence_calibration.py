@@ -4,7 +4,7 @@ that was fitted without it.
 Why: a stream's threshold calibrated on its last rows alone (`held_out`) rests on a few windows'
 worth of independent data (SKAB: 80 rows, 66 overlapping windows of 15, fewer than 6 disjoint), so
 its largest score, where a 1 % target lands, is whatever that short stretch happened to hold:
-a calm stretch sets it low and every later normal row alarms (SKAB: FAR 21 % at a 1 % target), a
+a calm stretch sets it low and every later normal row alarms (SKAB, 34 files: FAR 24 % at a 1 % target), a
 noisy one sets it high and misses everything. Cross-fitting cuts each series' rows into
 `folds` contiguous blocks; for each block it runs the same training (`fit_sequence_detector`,
 held-out calibration) on the other rows, the two sides of the gap as separate series so that no

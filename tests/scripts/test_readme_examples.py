@@ -4,6 +4,7 @@ and name requests the script knows, and a rewrite replaces exactly the marked bl
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,3 +32,15 @@ def test_broken_or_unknown_markers_are_reported():
     unknown = "<!-- readme-example: nope -->\n```json\n{}\n```\n<!-- /readme-example -->\n"
     assert readme_examples.check_structure(unknown) == ["unknown example 'nope'"]
     assert readme_examples.render({"a": 1.23456, "b": [2.0049]}) == '{"a": 1.23, "b": [2.0]}\n'
+
+
+def test_readme_commands_define_what_they_use():
+    """Issue 14 item 2: `$TOKEN` was used and never defined (every PUT got 401), `digit.png` was
+    sent and never made, and the text named internal planning ("issue 6's other half")."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    first_token_use = next(i for i, line in enumerate(lines) if "$TOKEN" in line)
+    assert any("TOKEN=" in line for line in lines[:first_token_use]), "define TOKEN before its first use"
+    first_png_use = next(i for i, line in enumerate(lines) if "base64 -w0 digit.png" in line)
+    assert any(".save('digit.png')" in line for line in lines[:first_png_use]), "say how to make digit.png"
+    planning = [line for line in lines if re.search(r"\bissue \d+\b|other half", line, re.IGNORECASE)]
+    assert planning == []

@@ -66,6 +66,18 @@ def test_score_returns_a_result_per_row_closing_a_window_and_matches_the_reloade
         (body(stream(WINDOW - 1)), ["body", "series", "data"], "at least 8"),
         (body(stream(10), timestamps=[0, 1, 2, 3, 5, 4, 6, 7, 8, 9]), ["body", "timestamps", 5], "oldest first"),
         ({"series": {"columns": ["pressure", "speed"], "data": [[0, 0]] * 10}}, ["body", "series", "columns"], "speed"),
+        ({"series": {"columns": ["pressure"], "data": [[0]] * 10}}, ["body", "series", "columns"], "'flow' is missing"),
+        (
+            {"series": {"columns": ["pressure", "flow", "flow"], "data": [[0, 0, 0]] * 10}},
+            ["body", "series", "columns"],
+            "appears twice",
+        ),
+        (
+            {"series": {"columns": SENSORS, "data": [[0, 0]] * 5 + [[0]] + [[0, 0]] * 4}},
+            ["body", "series", "data", 5],
+            "1 values for 2 columns",
+        ),
+        (body(stream(10), timestamps=list(range(9))), ["body", "timestamps"], "9 timestamps for 10 rows"),
     ],
 )
 def test_bad_series_get_a_422_naming_the_field(client, payload, loc, fragment):

@@ -502,3 +502,40 @@ def test_train_and_evaluate_holdout_split_the_file_without_overlap(labelled_csv:
     assert metrics["anomalies"] == int(frame["label"][n_train_part:].sum())
     with pytest.raises(SystemExit):  # a usage error
         _run(["evaluate", tmp_path / "m", labelled_csv, "--label-column", "label", "--holdout", "1.5"])
+
+
+def test_train_warns_about_label_and_id_columns_and_drop_columns_removes_them(
+    labelled_csv: Path, tmp_path: Path, caplog
+):
+    """Issue 14 item 5: trained without --label-column, `label` became a feature silently."""
+    frame = pd.read_csv(labelled_csv)
+    frame.insert(0, "record_id", np.arange(len(frame)))
+    data = tmp_path / "with_ids.csv"
+    frame.to_csv(data, index=False)
+    with caplog.at_level("WARNING", logger="vae_anomaly"):
+        code, _, err = _run(["train", data, "--out", tmp_path / "m1", *TRAIN, "--epochs", "1"])
+    assert code == 0, err
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "column 'label' looks like a label or an id (named like a label)" in warned
+    assert "column 'record_id' looks like a label or an id (named like an id)" in warned
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vae_anomaly"):
+        argv = [
+            "train",
+            data,
+            "--out",
+            tmp_path / "m2",
+            *TRAIN,
+            "--epochs",
+            "1",
+            "--drop-columns",
+            "record_id",
+            "label",
+        ]
+        code, _, err = _run(argv)
+    assert code == 0, err
+    assert not [r for r in caplog.records if "looks like a label" in r.getMessage()]
+    assert {f.name for f in Detector.load(tmp_path / "m2", "cpu").kind.schema.features} == set(frame) - {
+        "record_id",
+        "label",
+    }

@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema
-from vae_anomaly.training.data import DataError, Table, anomaly_labels, normal_mask, read_table, split_rows
+from vae_anomaly.training.data import (
+    DataError,
+    Table,
+    anomaly_labels,
+    normal_mask,
+    read_table,
+    split_rows,
+    suspicious_columns,
+)
 
 FRAME = pd.DataFrame(
     {
@@ -192,3 +200,26 @@ def test_split_rows_too_few_rows():
         split_rows(10, 0.1, 0.2, seed=0)
     with pytest.raises(DataError, match="only 1000 normal rows"):
         split_rows(1000, 0.1, 0.0001, seed=0)  # no calibration row
+
+
+def test_suspicious_columns_name_labels_ids_and_row_numbers():
+    """Issue 14 item 5: without --label-column, `label` and `record_id` were learned silently."""
+    n = 40
+    rng = np.random.default_rng(0)
+    columns = {
+        "amount": rng.normal(size=n),
+        "Target": rng.integers(0, 2, n).astype(np.float64),
+        "customer_id": rng.integers(0, 5, n).astype(np.float64),
+        "order": np.array([f"o-{i}" for i in range(n)], dtype=object),
+        "row_number": np.arange(10, 10 + 2 * n, 2).astype(np.int64),
+        "channel": rng.choice(["web", "store"], n).astype(object),
+        "count": rng.poisson(3, n).astype(np.float64),
+    }
+    assert suspicious_columns(columns) == {
+        "Target": "named like a label",
+        "customer_id": "named like an id",
+        "order": "a different text value in every row (an id?)",
+        "row_number": "integers changing by a fixed step each row (a row number?)",
+    }
+    few = {"order": np.array(["a", "b", "c"], dtype=object)}  # too few rows to call unique values an id
+    assert suspicious_columns(few) == {}
