@@ -40,12 +40,17 @@ FOLDS: dict[str, list[str]] = {"A": _BY_ROWS[0::2], "B": _BY_ROWS[1::2]}
 B: WDBC, vowels, cardio, Cardiotocography, Wilt, satellite, annthyroid, magic.gamma, smtp."""
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in FOLDS:
-        print("usage: python -m bench.folds A|B", file=sys.stderr)
+def print_fold(folds: dict[str, list[str]], argv: list[str], program: str) -> int:
+    """`python -m <program> A|B`: print one fold's members on one line, for `$(...)` in a shell."""
+    if len(argv) != 1 or argv[0] not in folds:
+        print(f"usage: python -m {program} {'|'.join(folds)}", file=sys.stderr)
         return 2
-    print(" ".join(FOLDS[argv[0]]))
+    print(" ".join(folds[argv[0]]))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return print_fold(FOLDS, argv, "bench.folds")
 
 
 if __name__ == "__main__":

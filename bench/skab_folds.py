@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sys
 
+from bench.folds import print_fold
+
 FILES: dict[str, list[int]] = {
     "valve1": list(range(16)),
     "valve2": list(range(4)),
@@ -31,11 +33,7 @@ B: valve1/1 3 5 … 15, valve2/1 3, other/2 4 … 14 (17 files)."""
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in FOLDS:
-        print("usage: python -m bench.skab_folds A|B", file=sys.stderr)
-        return 2
-    print(" ".join(FOLDS[argv[0]]))
-    return 0
+    return print_fold(FOLDS, argv, "bench.skab_folds")
 
 
 if __name__ == "__main__":

@@ -49,12 +49,12 @@ class Settings(BaseSettings):
         "(service/server.py)",
     )
     switch_interval_seconds: float | None = Field(
-        default=0.0005,
+        default=None,
         gt=0,
         le=0.1,
-        description="Python's GIL switch interval in the workers (`sys.setswitchinterval`; Python's default 0.005). "
-        "The compute thread gives up the GIL in every torch call and waits up to this long to get it back from the "
-        "event loop; null keeps Python's",
+        description="Python's GIL switch interval in the workers (`sys.setswitchinterval`); null keeps Python's "
+        "0.005. The compute thread gives up the GIL in every torch call and waits up to this long to get it back "
+        "from the event loop; 0.0005 won on the loaded VM but lost on the quiet one (docs/BENCHMARKS.md, issue 15)",
     )
     http_stack: Literal["auto", "httptools", "h11"] = Field(
         default="auto",

@@ -58,6 +58,17 @@ def make_tiny_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"a": a, "b": b, "count": count, "color": color, "flag": flag}
 
 
+def drifting_stream(n: int, seed: int = 0, climb: float = 0.02) -> np.ndarray:
+    """Three sensors: pressure and flow cycle fast around a fixed level, temperature climbs slowly
+    (`climb` per step) with a little noise; shared by the sequence tests."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return np.stack(
+        [np.sin(t / 3) + 0.05 * rng.normal(size=n), np.cos(t / 3) + 0.05 * rng.normal(size=n),
+         40 + climb * t + 0.05 * rng.normal(size=n)], 1,
+    )  # fmt: skip
+
+
 def tiny_config(**overrides) -> TrainConfig:
     base = {"epochs": 25, "hidden_dims": [32, 16], "latent_dim": 2, "score_samples": 8, "patience": 10}
     return TrainConfig(**{**base, **overrides})

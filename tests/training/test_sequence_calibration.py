@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 
+from tests.conftest import drifting_stream
 from vae_anomaly.model.kinds.sequence.windows import window_starts
 from vae_anomaly.model.thresholds import threshold_for_fpr
 from vae_anomaly.training.sequence import calibration_stride_for, fit_sequence_detector, sequence_train_config
@@ -17,12 +18,7 @@ SENSORS = ["pressure", "flow", "temperature"]
 
 
 def stream(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    return np.stack(
-        [np.sin(t / 3) + 0.05 * rng.normal(size=n), np.cos(t / 3) + 0.05 * rng.normal(size=n),
-         40 + 0.01 * t + 0.05 * rng.normal(size=n)], 1,
-    )  # fmt: skip
+    return drifting_stream(n, seed, climb=0.01)
 
 
 def test_blocks_tile_every_series_and_the_rest_is_cut_at_the_gap():

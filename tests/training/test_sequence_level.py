@@ -5,18 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import drifting_stream
 from vae_anomaly.model.kinds.sequence.preprocessing import consecutive_blocks, slow_sensors, window_levels
 from vae_anomaly.training.sequence import fit_sequence_detector, sequence_train_config
-
-
-def drifting_stream(n: int, seed: int = 0) -> np.ndarray:
-    """pressure, flow: fast cycles around a fixed level; temperature: a slow climb with a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    return np.stack(
-        [np.sin(t / 3) + 0.05 * rng.normal(size=n), np.cos(t / 3) + 0.05 * rng.normal(size=n),
-         40 + 0.02 * t + 0.05 * rng.normal(size=n)], 1,
-    )  # fmt: skip
 
 
 def test_slow_sensors_are_those_whose_level_moves_between_windows():
