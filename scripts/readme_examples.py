@@ -41,9 +41,19 @@ DEMO_RECORD = {
     "country": "DE",
     "weekend": False,
 }
+ANOMALOUS_RECORD = {
+    **DEMO_RECORD,
+    "amount": 2890.0,
+    "hour": 3,
+    "latency_ms": None,
+    "channel": "store",
+}
+"""The demo's anomalous record, as `make demo` prints it."""
 EXAMPLES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "score": ("POST", "/score", {"records": [DEMO_RECORD], "explain": 3}),
     "thresholds": ("GET", "/thresholds", None),
+    "encode": ("POST", "/encode", {"records": [DEMO_RECORD, ANOMALOUS_RECORD]}),
+    "interpolate": ("POST", "/interpolate", {"records": [DEMO_RECORD, ANOMALOUS_RECORD], "steps": 3}),
 }
 """NAME → (method, path, JSON body): the requests whose answers the README shows."""
 
