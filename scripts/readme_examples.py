@@ -25,30 +25,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from vae_anomaly.training.demo_data import demo_records
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MARKER = re.compile(r"<!-- readme-example: ([a-z0-9-]+) -->\n```(\w*)\n(.*?)```\n<!-- /readme-example -->", re.DOTALL)
 OPEN_MARKER = re.compile(r"<!-- readme-example: ([a-z0-9-]+) -->")
 CLOSE_MARKER = "<!-- /readme-example -->"
 
-DEMO_RECORD = {
-    "amount": 54.2,
-    "items": 3,
-    "hour": 14,
-    "latency_ms": 345.0,
-    "account_age_days": 420,
-    "channel": "web",
-    "country": "DE",
-    "weekend": False,
-}
-ANOMALOUS_RECORD = {
-    **DEMO_RECORD,
-    "amount": 2890.0,
-    "hour": 3,
-    "latency_ms": None,
-    "channel": "store",
-}
-"""The demo's anomalous record, as `make demo` prints it."""
+DEMO_RECORD, ANOMALOUS_RECORD = demo_records()
+"""The records `make demo` prints curls for: the README shows the answers to both."""
 EXAMPLES: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "score": ("POST", "/score", {"records": [DEMO_RECORD], "explain": 3}),
     "thresholds": ("GET", "/thresholds", None),
