@@ -14,8 +14,6 @@ of a threshold is the share of those rows whose score exceeds it. Issue 10's goa
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,23 +21,16 @@ from typing import Any
 import numpy as np
 
 from bench.detection import (
-    DEFAULT_DATA,
-    DEFAULT_SEEDS,
     dataset_name,
-    environment,
-    find_datasets,
     load_dataset,
+    per_dataset_seed_main,
     protocol_split,
-    write_json,
+    say,
 )
 from bench.explanations import array_columns, fit_or_load
 
 GOAL_MEAN = (0.007, 0.013)
 GOAL_P90 = 0.025
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def realised_rates(path: Path, seed: int, cache: Path | None) -> dict[str, Any]:
@@ -96,29 +87,25 @@ def report(results: dict[str, Any]) -> None:
     say(f"goal (warn mean in [0.7 %, 1.3 %], p90 <= 2.5 %): {'met' if met else 'NOT met'}")
 
 
+def timed_rates(path: Path, seed: int, cache: Path | None) -> dict[str, Any]:
+    """`realised_rates` with its wall time in the record."""
+    started = time.perf_counter()
+    record = realised_rates(path, seed, cache)
+    record["seconds"] = time.perf_counter() - started
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of ADBench .npz files")
-    parser.add_argument("--datasets", nargs="*", help="data set names (default: all in --data)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
-    parser.add_argument("--cache", type=Path, help="folder of fitted models to reuse")
-    parser.add_argument("--out", type=Path, default=Path("calibration.json"))
-    parser.add_argument("--report-only", type=Path, help="print the tables of a results file")
-    args = parser.parse_args(argv)
-    if args.report_only:
-        report(json.loads(args.report_only.read_text()))
-        return 0
-    results: dict[str, Any] = {"environment": environment(), "records": []}
-    for path in find_datasets(args.data, args.datasets):
-        for seed in args.seeds:
-            started = time.perf_counter()
-            record = realised_rates(path, seed, args.cache)
-            record["seconds"] = time.perf_counter() - started
-            say(f"{record['dataset']} seed {seed}: warn {100 * record['realised']['warn']:.2f} %")
-            results["records"].append(record)
-            write_json(args.out, results)
-    report(results)
-    return 0
+    return per_dataset_seed_main(
+        argv,
+        description=__doc__,
+        default_out="calibration.json",
+        evaluate=timed_rates,
+        describe=lambda record: (
+            f"{record['dataset']} seed {record['seed']}: warn {100 * record['realised']['warn']:.2f} %"
+        ),
+        report=report,
+    )
 
 
 if __name__ == "__main__":

@@ -289,6 +289,40 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def per_dataset_seed_main(
+    argv: list[str] | None,
+    *,
+    description: str | None,
+    default_out: str,
+    evaluate: Callable[[Path, int, Path | None], dict[str, Any]],
+    describe: Callable[[dict[str, Any]], str],
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """The command of the benchmarks that fit the project's detector once per (data set, seed) and
+    keep one record each (bench.calibration, bench.neighbours): the same options, the results file
+    rewritten after every record (a cut run keeps what finished), `--report-only` for a saved file."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of ADBench .npz files")
+    parser.add_argument("--datasets", nargs="*", help="data set names (default: all in --data)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
+    parser.add_argument("--cache", type=Path, help="folder of fitted models to reuse")
+    parser.add_argument("--out", type=Path, default=Path(default_out))
+    parser.add_argument("--report-only", type=Path, help="print the tables of a results file")
+    args = parser.parse_args(argv)
+    if args.report_only:
+        report(json.loads(args.report_only.read_text()))
+        return 0
+    results: dict[str, Any] = {"environment": environment(), "records": []}
+    for path in find_datasets(args.data, args.datasets):
+        for seed in args.seeds:
+            record = evaluate(path, seed, args.cache)
+            say(describe(record))
+            results["records"].append(record)
+            write_json(args.out, results)
+    report(results)
+    return 0
+
+
 def label_of(record: dict[str, Any]) -> str:
     return record.get("label") or METHOD_LABELS.get(record["method"], record["method"])
 

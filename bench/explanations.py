@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.detection import DEFAULT_DATA, dataset_name, environment, find_datasets, load_dataset, protocol_split
+from bench.detection import DEFAULT_DATA, dataset_name, environment, find_datasets, load_dataset, protocol_split, say
 from bench.detection import write_json as write_results
 from vae_anomaly.model.detector import Detector
 from vae_anomaly.model.kinds.tabular.kind import TabularKind
@@ -50,10 +50,6 @@ from vae_anomaly.model.kinds.tabular.kind import TabularKind
 PUSHES = (6.0, 40.0)
 METHODS = ("masked", "nll")
 DEMO = "demo"
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 # -- fitted models -------------------------------------------------------------------------------

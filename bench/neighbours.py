@@ -28,8 +28,6 @@ A variant is worth landing as the default only if it beats `knn` and `elbo` on b
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +36,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 from bench.detection import (
-    DEFAULT_DATA,
-    DEFAULT_SEEDS,
     dataset_name,
-    environment,
-    find_datasets,
     load_dataset,
+    per_dataset_seed_main,
     protocol_split,
     reference_preprocess,
-    write_json,
+    say,
 )
 from bench.explanations import array_columns, fit_or_load
 from bench.folds import FOLDS
@@ -55,10 +50,6 @@ from vae_anomaly.training.trainer import TrainConfig
 
 K = 5
 VARIANTS = ("elbo", "knn", "elbo+knn", "elbo+latent", "fisher:elbo+knn", "max:elbo,knn", "max:elbo,knn,latent")
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 def kth_distance(reference: np.ndarray, queries: np.ndarray, k: int = K) -> np.ndarray:
@@ -155,26 +146,17 @@ def report(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--datasets", nargs="*")
-    parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
-    parser.add_argument("--cache", type=Path, help="folder of fitted models to reuse")
-    parser.add_argument("--out", type=Path, default=Path("neighbours.json"))
-    parser.add_argument("--report-only", type=Path)
-    args = parser.parse_args(argv)
-    if args.report_only:
-        report(json.loads(args.report_only.read_text()))
-        return 0
-    results: dict[str, Any] = {"environment": environment(), "records": []}
-    for path in find_datasets(args.data, args.datasets):
-        for seed in args.seeds:
-            record = evaluate(path, seed, args.cache)
-            say(f"{record['dataset']} seed {seed}: " + ", ".join(f"{v} {record[v]['auroc']:.3f}" for v in VARIANTS))
-            results["records"].append(record)
-            write_json(args.out, results)
-    report(results)
-    return 0
+    return per_dataset_seed_main(
+        argv,
+        description=__doc__,
+        default_out="neighbours.json",
+        evaluate=evaluate,
+        describe=lambda record: (
+            f"{record['dataset']} seed {record['seed']}: "
+            + ", ".join(f"{v} {record[v]['auroc']:.3f}" for v in VARIANTS)
+        ),
+        report=report,
+    )
 
 
 if __name__ == "__main__":
