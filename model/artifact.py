@@ -244,24 +244,37 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number (every number must be finite)")
 
 
-def read_regular_file(path: Path, limit: int | None, what: str) -> bytes:
-    """The bytes of `path` if it is a regular file of at most `limit` bytes; else `ArtifactError`.
+def _open_regular(path: Path, missing: str, irregular: str = "") -> tuple[int, os.stat_result]:
+    """A read-only descriptor of `path` and its stat, once it is a regular file; else `ArtifactError`
+    (`missing` ends the message for an absent file, `irregular` the one for a directory, FIFO or device).
 
     Opened without blocking and checked on the open descriptor (no race with a swap in between): a
     FIFO would block the open until a writer comes, a character device such as /dev/zero never ends.
+    The caller closes the descriptor.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as exc:
-        raise ArtifactError(f"{path}: missing; {what}") from exc
+        raise ArtifactError(f"{path}: missing; {missing}") from exc
     except PermissionError as exc:
         raise ArtifactError(f"{path}: permission denied; the server's user must be able to read it") from exc
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot be opened ({exc.strerror or exc})") from exc
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ArtifactError(f"{path}: not a regular file (a directory, FIFO or device); {what}")
+    except OSError as exc:
+        os.close(fd)
+        raise ArtifactError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ArtifactError(f"{path}: not a regular file (a directory, FIFO or device){irregular}")
+    return fd, info
+
+
+def read_regular_file(path: Path, limit: int | None, what: str) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes; else `ArtifactError`."""
+    fd, info = _open_regular(path, what, f"; {what}")
+    try:
         if limit is not None and info.st_size > limit:
             raise ArtifactError(f"{path}: {info.st_size} bytes exceed the limit of {limit} bytes")
         os.set_blocking(fd, True)
@@ -351,19 +364,8 @@ def weight_shapes(directory: Path) -> dict[str, tuple[int, ...]]:
 def check_weights_file(directory: Path, manifest: Manifest) -> Path:
     """The weights path once it is a regular file whose sha256 is the manifest's."""
     weights = Path(directory) / WEIGHTS
-    try:
-        fd = os.open(weights, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{weights}: missing; the model directory is incomplete") from exc
-    except PermissionError as exc:
-        raise ArtifactError(f"{weights}: permission denied; the server's user must be able to read it") from exc
-    except OSError as exc:
-        raise ArtifactError(f"{weights}: cannot be opened ({exc.strerror or exc})") from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ArtifactError(f"{weights}: not a regular file (a directory, FIFO or device)")
-    finally:
-        os.close(fd)
+    fd, _ = _open_regular(weights, "the model directory is incomplete")
+    os.close(fd)
     try:
         sha = _sha256(weights)
     except OSError as exc:
