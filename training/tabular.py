@@ -71,7 +71,7 @@ def fit_detector(
         TabularKindConfig(
             schema=schema,
             preprocessing=preprocessing,
-            network=tabular_network_config(codec, options),
+            network=tabular_network_config(codec, options, len(split.train)),
             condition=condition,
         )
     )

@@ -56,6 +56,7 @@ FAMILIES = FamilyRegistry(
         "iwae": "vae:IWAE",
         "hvae": "hvae:HVAE",
         "cvae": "cvae:CVAE",
+        "vae-ensemble": "ensemble:VAE_ENSEMBLE",
     }
 )
 
