@@ -239,6 +239,12 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument("--iwae-samples", type=int, default=None, help="iwae: importance samples per row (default 5)")
     train.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="vae-ensemble: VAEs trained as one network, scores averaged (default 4)",
+    )
+    train.add_argument(
         "--noise", type=float, default=None, help="dae: masking share or Gaussian noise std (default 0.2)"
     )
     train.add_argument("--noise-type", choices=("masking", "gaussian"), default=None, help="dae: default masking")

@@ -421,7 +421,7 @@ def fit_stream(
         TabularKindConfig(
             schema=found.schema,
             preprocessing=found.preprocessing,
-            network=tabular_network_config(codec, kind_options, found.rows["train"]),
+            network=tabular_network_config(codec, kind_options),
         )
     )
     world = World.from_environment(config.device)

@@ -71,7 +71,7 @@ def fit_detector(
         TabularKindConfig(
             schema=schema,
             preprocessing=preprocessing,
-            network=tabular_network_config(codec, options, len(split.train)),
+            network=tabular_network_config(codec, options),
             condition=condition,
         )
     )

@@ -63,15 +63,7 @@ class TabularOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hidden_dims: list[PositiveInt] | None = Field(
-        default=None,
-        description="default: two layers from the input width (and the training rows, see width_per_sqrt_row)",
-    )
-    width_per_sqrt_row: float = Field(
-        default=0.0,
-        ge=0,
-        description="capacity that grows with data: default hidden width at least this x sqrt(training rows)",
-    )
+    hidden_dims: list[PositiveInt] | None = Field(default=None, description="default: two layers from the input width")
     numeric_variance: Literal["feature", "sample", "fixed"] = "feature"
     numeric_logvar_min: float = Field(default=-4.6, le=0.0)
     numeric_scaling: NumericScaling = Field(
@@ -84,24 +76,9 @@ class TabularOptions(BaseModel):
     )
 
 
-def default_width(input_dim: int, n_train: int, per_sqrt_row: float) -> int:
-    """The first hidden layer's width when the options leave it open: twice the input width within
-    [64, 256], and with `per_sqrt_row` > 0 at least `per_sqrt_row * sqrt(n_train)` (same cap).
-
-    Why rows: a neighbour detector's capacity grows with every training row, a fixed-width MLP's does
-    not; the number of weights of a W-wide layer grows like W^2, so W ~ sqrt(n) lets the parameter
-    count follow the rows. 2 * sqrt(n) meets the old floor of 64 at 1,024 rows, so small data sets
-    keep their width."""
-    width = max(64, 2 * input_dim)
-    if per_sqrt_row > 0:
-        width = max(width, math.ceil(per_sqrt_row * math.sqrt(max(n_train, 0))))
-    return int(min(256, width))
-
-
-def tabular_network_config(codec: TabularCodec, options: TabularOptions, n_train: int = 0) -> TabularNetworkConfig:
-    """Resolve the backbone's sizes from the data's width (and its `n_train` training rows) when the
-    options leave them open."""
-    width = default_width(codec.input_dim, n_train, options.width_per_sqrt_row)
+def tabular_network_config(codec: TabularCodec, options: TabularOptions) -> TabularNetworkConfig:
+    """Resolve the backbone's sizes from the data's width when the options leave them open."""
+    width = int(min(256, max(64, 2 * codec.input_dim)))
     return TabularNetworkConfig(
         input_dim=codec.input_dim,
         hidden_dims=options.hidden_dims if options.hidden_dims is not None else [width, width // 2],
