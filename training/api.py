@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from vae_anomaly.model.detector import Detector as LoadedDetector
 from vae_anomaly.model.thresholds import DEFAULT_TARGETS
 from vae_anomaly.training.batch_scoring import score_frame
-from vae_anomaly.training.data import DataError, _frame_columns, normal_mask, suspicious_columns
+from vae_anomaly.training.data import DataError, frame_columns, normal_mask, suspicious_columns
 from vae_anomaly.training.tabular import fit_detector
 from vae_anomaly.training.trainer import TrainConfig
 
@@ -61,7 +61,7 @@ class Detector:
         if label_column is not None:
             keep = normal_mask(frame[label_column].to_numpy(), None if normal_value is None else str(normal_value))
             features = features[keep]
-        columns = _frame_columns(features)
+        columns = frame_columns(features)
         for name, reason in suspicious_columns(columns).items():
             logger.warning("column %r looks like a label or an id (%s): label_column or drop_columns?", name, reason)
         config = TrainConfig(thresholds={**DEFAULT_TARGETS, **(thresholds or {})}, **options)

@@ -23,7 +23,7 @@ import orjson
 
 from vae_anomaly.model.detector import Detector
 from vae_anomaly.training import record_batches
-from vae_anomaly.training.data import DataError, _frame_columns
+from vae_anomaly.training.data import DataError, frame_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,7 +70,7 @@ def frame_inputs(detector: Detector, frame: pd.DataFrame) -> Any:
     for feature in schema.of_type("categorical"):
         column = features[feature.name]
         features[feature.name] = column.astype(object).where(column.isna(), column.astype(str))
-    return detector.kind.columns_from_table(_frame_columns(features))  # type: ignore[attr-defined]
+    return detector.kind.columns_from_table(frame_columns(features))  # type: ignore[attr-defined]
 
 
 def score_frame(

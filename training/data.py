@@ -55,7 +55,7 @@ def holdout_rows(n: int, fraction: float, held_out: bool) -> slice:
     return slice(cut, n) if held_out else slice(0, cut)
 
 
-def _frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """DataFrame → numpy columns: numeric dtypes as float64 or int, everything else as object with None."""
     import pandas as pd
 
@@ -135,7 +135,7 @@ def read_table(
         frame = frame.drop(columns=name)
     if frame.shape[1] == 0:
         raise DataError(f"{path}: no feature columns left")
-    return Table(columns=_frame_columns(frame), labels=labels, ids=ids)
+    return Table(columns=frame_columns(frame), labels=labels, ids=ids)
 
 
 LABEL_NAMES = frozenset({"label", "labels", "target", "y", "class", "anomaly", "is_anomaly", "outlier", "ground_truth"})

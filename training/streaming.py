@@ -54,7 +54,7 @@ from vae_anomaly.model.kinds.tabular.preprocessing import (
 )
 from vae_anomaly.model.kinds.tabular.schema import FALSE_STRINGS, TRUE_STRINGS, FeatureSpec, Schema
 from vae_anomaly.training import record_batches
-from vae_anomaly.training.data import DataError, _frame_columns, normal_mask
+from vae_anomaly.training.data import DataError, frame_columns, normal_mask
 from vae_anomaly.training.distributed import World
 from vae_anomaly.training.trainer import TrainConfig, TrainResult, fit_rows
 
@@ -158,7 +158,7 @@ def read_chunks(
                 if name not in frame.columns:
                     raise DataError(f"{path}: --exclude-columns names {name!r}, which is not a column")
                 frame = frame.drop(columns=name)
-            columns = _frame_columns(frame)
+            columns = frame_columns(frame)
             columns["__row__"] = rows
             yield chunk, columns
     except record_batches.FormatError as exc:

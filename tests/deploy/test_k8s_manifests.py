@@ -181,3 +181,19 @@ def test_every_pod_reads_the_thresholds_configmap(k8s: dict[str, Any], pod: dict
     assert volumes[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
     assert path.name in configmap["data"]
     json.loads(configmap["data"][path.name])  # valid JSON
+
+
+def test_torch_threads_follow_the_serve_rule_for_the_cpu_limit(
+    container: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch sees the node's cores, not the pod's CPU limit, so the manifest sets the threads; they must
+    be what `serve` would choose on a machine with the limit's cores (one worker, 2 CPUs: 1 thread,
+    the other CPU for the worker's event loop)."""
+    from vae_anomaly.service import server
+    from vae_anomaly.service.settings import Settings
+
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    monkeypatch.setattr(server, "available_cores", lambda: int(container["resources"]["limits"]["cpu"]))
+    monkeypatch.delenv("VAE_ANOMALY_TORCH_THREADS", raising=False)
+    workers = int(env.get("VAE_ANOMALY_WORKERS") or 1)
+    assert int(env["VAE_ANOMALY_TORCH_THREADS"]) == server.threads_per_worker(Settings(workers=workers))

@@ -12,7 +12,7 @@ from vae_anomaly.model.detector import Detector
 from vae_anomaly.model.kinds.tabular.preprocessing import check_columns, fit_preprocessing
 from vae_anomaly.model.kinds.tabular.schema import FeatureSpec, Schema, infer_schema
 from vae_anomaly.training.cli import main
-from vae_anomaly.training.data import DataError, _frame_columns
+from vae_anomaly.training.data import DataError, frame_columns
 from vae_anomaly.training.streaming import (
     CALIBRATION,
     TRAIN,
@@ -57,7 +57,7 @@ def test_first_pass_equals_the_in_memory_fit(table, name, chunk_rows):
 
     normal = frame[frame["label"] == 0].drop(columns="label")
     rows = np.flatnonzero(frame["label"].to_numpy() == 0)
-    columns = _frame_columns(normal)
+    columns = frame_columns(normal)
     schema = infer_schema(columns)
     assert found.schema == schema
     codes = options.split(rows)
@@ -121,8 +121,8 @@ def test_streamed_training_detects_anomalies(table):
     probe = frame.drop(columns="label").head(200).copy()
     shifted = probe.copy()
     shifted["b"] = shifted["b"] + 12.0
-    normal = detector.terms(detector.kind.columns_from_table(_frame_columns(probe))).score
-    anomalous = detector.terms(detector.kind.columns_from_table(_frame_columns(shifted))).score
+    normal = detector.terms(detector.kind.columns_from_table(frame_columns(probe))).score
+    anomalous = detector.terms(detector.kind.columns_from_table(frame_columns(shifted))).score
     assert np.mean(anomalous > np.nanmax(np.sort(normal)[:-5])) > 0.9
 
 
