@@ -37,6 +37,19 @@ class FamilyConfig(BaseModel):
         return 0
 
 
+class KLWarmupConfig(FamilyConfig):
+    """A variational family's config: the KL term's weight ramps up from 0 over `kl_warmup_epochs`,
+    so the decoder learns to reconstruct before the prior pulls the codes together (a KL at full weight
+    from the first step collapses the posterior onto the prior)."""
+
+    kl_warmup_epochs: int = Field(
+        default=10, ge=0, description="epochs over which the KL weight ramps up to its full value"
+    )
+
+    def warmup_epochs(self) -> int:
+        return self.kl_warmup_epochs
+
+
 @dataclass(frozen=True)
 class TrainStep:
     """What a training forward pass needs besides the batch: the random generator for its noise

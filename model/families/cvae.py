@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from vae_anomaly.model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, log_normal, log_standard_normal
@@ -30,7 +29,7 @@ from vae_anomaly.model.errors import UnsupportedError
 from vae_anomaly.model.families.base import (
     ElboNetwork,
     Family,
-    FamilyConfig,
+    KLWarmupConfig,
     variational_score_terms,
 )
 from vae_anomaly.model.kinds.base import DataKind
@@ -38,15 +37,10 @@ from vae_anomaly.model.latent import LatentCode
 from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
-class CVAEConfig(FamilyConfig):
+class CVAEConfig(KLWarmupConfig):
     """The CVAE: β = 1, the KL weight ramped up over `kl_warmup_epochs`. Which condition it uses is
     the kind's (`--condition-columns` of tabular models, the label of image models) and is recorded
     in the kind's manifest section."""
-
-    kl_warmup_epochs: int = Field(default=10, ge=0, description="epochs over which the KL weight ramps up to 1")
-
-    def warmup_epochs(self) -> int:
-        return self.kl_warmup_epochs
 
 
 def _with_condition(z: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,7 @@ from vae_anomaly.model.families.base import (
     ElboNetwork,
     Family,
     FamilyConfig,
+    KLWarmupConfig,
     LossTerms,
     TrainStep,
     variational_score_terms,
@@ -54,17 +55,13 @@ MEMBER_AXIS = -3
 """Where the member axis sits in every activation: (..., K, B, features)."""
 
 
-class EnsembleConfig(FamilyConfig):
+class EnsembleConfig(KLWarmupConfig):
     """The plain VAE's options (family `vae`, which builds each member) plus the number of members."""
 
     members: int = Field(default=4, ge=1, le=64, description="VAEs trained side by side, scores averaged")
-    kl_warmup_epochs: int = Field(default=10, ge=0, description="epochs over which the KL weight ramps up to 1")
     feature_dropout: float = Field(
         default=0.0, ge=0, lt=1, description="denoising: share of input elements hidden from the encoder"
     )
-
-    def warmup_epochs(self) -> int:
-        return self.kl_warmup_epochs
 
     def member_config(self) -> FamilyConfig:
         """The config of one member, a plain VAE."""

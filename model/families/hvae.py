@@ -27,7 +27,7 @@ from vae_anomaly.model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, lo
 from vae_anomaly.model.families.base import (
     ElboNetwork,
     Family,
-    FamilyConfig,
+    KLWarmupConfig,
     variational_score_terms,
 )
 from vae_anomaly.model.kinds.base import DataKind
@@ -36,15 +36,11 @@ from vae_anomaly.model.networks import mlp
 from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
-class HVAEConfig(FamilyConfig):
+class HVAEConfig(KLWarmupConfig):
     """`latent_dim` is z1's size (what the decoder reads); z2 has `top_latent_dim` dimensions."""
 
     top_latent_dim: int | None = Field(default=None, ge=1, description="size of z2 (default: half of z1's, at least 1)")
     hidden_dim: int = Field(default=64, ge=1, description="width of the MLPs between the two layers")
-    kl_warmup_epochs: int = Field(default=10, ge=0, description="epochs over which the KL weight ramps up to 1")
-
-    def warmup_epochs(self) -> int:
-        return self.kl_warmup_epochs
 
     def top_size(self) -> int:
         return self.top_latent_dim or max(1, self.latent_dim // 2)

@@ -21,7 +21,7 @@ from vae_anomaly.model.distributions import LATENT_LOGVAR_RANGE, gaussian_kl, lo
 from vae_anomaly.model.families.base import (
     ElboNetwork,
     Family,
-    FamilyConfig,
+    KLWarmupConfig,
     LossTerms,
     TrainStep,
     variational_score_terms,
@@ -31,16 +31,12 @@ from vae_anomaly.model.latent import LatentCode
 from vae_anomaly.model.scoring import ScoreMethod, ScoreTerms
 
 
-class VAEConfig(FamilyConfig):
+class VAEConfig(KLWarmupConfig):
     """The plain VAE: β = 1, the KL weight ramped up over `kl_warmup_epochs`."""
 
-    kl_warmup_epochs: int = Field(default=10, ge=0, description="epochs over which the KL weight ramps up to β")
     feature_dropout: float = Field(
         default=0.0, ge=0, lt=1, description="denoising: share of input elements hidden from the encoder"
     )
-
-    def warmup_epochs(self) -> int:
-        return self.kl_warmup_epochs
 
     def kl_weight(self) -> float:
         return 1.0
